@@ -1,0 +1,201 @@
+"""The one settings module. Everything comes from the environment (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from worker_project.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("WORKER_VAR_DIR", str(BASE_DIR / "var")) or BASE_DIR / "var")
+
+# development (default) | test | production. Production refuses insecure defaults.
+WORKER_ENV = (env_str("WORKER_ENV", "development") or "development").lower()
+if WORKER_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"WORKER_ENV={WORKER_ENV!r}: use development, test or production")
+PRODUCTION = WORKER_ENV == "production"
+
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
+try:
+    SECRET_KEY = env_str("SECRET_KEY") or ""
+    if not SECRET_KEY:
+        if PRODUCTION:
+            raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set when WORKER_ENV=production")
+        SECRET_KEY = _DEV_SECRET_KEY
+
+    DEBUG = env_bool("DEBUG", not PRODUCTION)
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+    DATABASES = {
+        "default": parse_database_url(env_str("DATABASE_URL", "sqlite:///var/db.sqlite3") or "", BASE_DIR)
+    }
+    REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
+
+    # Field encryption: a comma-separated list of Fernet keys, newest first; all are tried to decrypt,
+    # the first encrypts, so a key rotates by prepending a new one (then `manage.py rotate_field_keys`).
+    FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
+    if not FIELD_ENCRYPTION_KEYS:
+        if PRODUCTION:
+            raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when WORKER_ENV=production")
+        # Development only: a key derived from SECRET_KEY, stable across restarts.
+        digest = hashlib.sha256(b"gateway-worker field encryption:" + SECRET_KEY.encode()).digest()
+        FIELD_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(digest).decode()]
+
+    SENTRY_DSN = env_str("SENTRY_DSN", "") or ""
+    SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", WORKER_ENV)
+    SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+    LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
+    LOG_FORMAT = (env_str("LOG_FORMAT", "json" if PRODUCTION else "text") or "text").lower()
+
+    # gRPC push plane
+    GRPC_BIND = env_str("GRPC_BIND", "127.0.0.1:50051")
+    GRPC_TLS_CERT = env_str("GRPC_TLS_CERT", str(VAR_DIR / "pki" / "server.crt"))
+    GRPC_TLS_KEY = env_str("GRPC_TLS_KEY", str(VAR_DIR / "pki" / "server.key"))
+    GRPC_CA_CERT = env_str("GRPC_CA_CERT", str(VAR_DIR / "pki" / "ca.crt"))
+    GRPC_CA_KEY = env_str("GRPC_CA_KEY", str(VAR_DIR / "pki" / "ca.key"))
+    GRPC_INSECURE = env_bool("GRPC_INSECURE", False)  # plaintext: development only, never the default
+    GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
+    PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.05)
+    PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
+
+    # Certificates
+    ACME_DIRECTORY_URL = env_str("ACME_DIRECTORY_URL", "https://acme-staging-v02.api.letsencrypt.org/directory")
+    ACME_CONTACT_EMAIL = env_str("ACME_CONTACT_EMAIL", "")
+    ACME_CA_BUNDLE = env_str("ACME_CA_BUNDLE", "")  # TLS trust for the ACME directory (Pebble's in tests)
+    CERT_TRUST_STORE = env_str("CERT_TRUST_STORE", "")  # PEM roots issued chains must build to
+    CERT_RENEW_DAYS_BEFORE = env_int("CERT_RENEW_DAYS_BEFORE", 30)
+    CERT_FAILOVER_DAYS = env_int("CERT_FAILOVER_DAYS", 7)
+    CERT_TEMPORARY_VALIDITY_DAYS = env_int("CERT_TEMPORARY_VALIDITY_DAYS", 14)
+    CERT_RETIRE_GRACE_HOURS = env_int("CERT_RETIRE_GRACE_HOURS", 24)
+    CERT_ORDER_DEADLINE_SECONDS = env_int("CERT_ORDER_DEADLINE_SECONDS", 600)
+
+    # Job history
+    JOB_HISTORY_RETENTION_DAYS = env_int("JOB_HISTORY_RETENTION_DAYS", 30)
+
+    # Flower
+    FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH", "")
+except ImproperlyConfiguredEnv as exc:  # a typed reader refused a value: say which
+    raise ImproperlyConfigured(str(exc)) from exc
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "audit",
+    "gateways",
+    "certificates",
+    "waf_config",
+    "logpipeline",
+    "analytics",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "worker_project.metrics.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "worker_project.urls"
+WSGI_APPLICATION = "worker_project.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+USE_I18N = False
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Celery: Redis broker, JSON only, late acks so a crash redelivers, one queue per area.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None  # job history lives in audit.JobRun, not in a result backend
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 840)
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    "certificates.*": {"queue": "certificates"},
+    "waf_config.*": {"queue": "config"},
+    "gateways.*": {"queue": "config"},
+    "logpipeline.*": {"queue": "logs"},
+    "analytics.*": {"queue": "analytics"},
+    "integrations.*": {"queue": "integrations"},
+    "audit.*": {"queue": "maintenance"},
+}
+# visibility_timeout must exceed the longest task (plus its ETA) or Redis redelivers a running task.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "worker_project.logging.JsonFormatter"},
+    },
+    "filters": {"redact": {"()": "worker_project.logging.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+from worker_project.sentry import init_sentry  # noqa: E402  (after settings values exist)
+
+init_sentry(SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
