@@ -1,0 +1,1 @@
+"""Fixtures for a real bind peer (see tests/peers/__init__.py)."""

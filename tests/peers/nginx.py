@@ -1,0 +1,1 @@
+"""Fixtures for a real nginx peer (see tests/peers/__init__.py)."""
