@@ -304,6 +304,67 @@ def running_pebble(workdir: Path, dns_server: str, *, eab: bool = False, gated: 
         pebble.terminate()
 
 
+@contextlib.contextmanager
+def serve_http01_tokens(port: int, tokens: dict[str, str]) -> Iterator[None]:
+    """A minimal HTTP-01 responder on 127.0.0.1:``port`` (token -> key authorization), for peer tests that do not
+    need nginx."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            body = tokens.get(self.path.rsplit("/", 1)[-1])
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            if body:
+                self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def acme_test_client(pebble: Pebble):  # type: ignore[no-untyped-def]  # -> acme.client.ClientV2
+    """A registered ``acme`` ClientV2 for ``pebble`` with a fresh P-256 account key (peer tests only)."""
+    import josepy
+    from acme import client, messages
+
+    key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = client.ClientNetwork(key, alg=josepy.ES256, verify_ssl=pebble.ca_bundle)
+    acme = client.ClientV2(client.ClientV2.get_directory(pebble.directory_url, net), net)
+    net.account = acme.new_account(
+        messages.NewRegistration.from_data(email="peer-test@example.test", terms_of_service_agreed=True)
+    )
+    return acme
+
+
+def issue_with_http01(pebble: Pebble, csr_pem: str, timeout: float = 30) -> str:
+    """Have Pebble issue ``csr_pem`` through real HTTP-01 on ``pebble.http_port``; returns the fullchain PEM.
+    The port must be free (no nginx there)."""
+    from acme import challenges
+
+    acme = acme_test_client(pebble)
+    order = acme.new_order(csr_pem.encode())
+    tokens: dict[str, str] = {}
+    answers = []
+    for authz in order.authorizations:
+        challb = next(c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01))
+        response, validation = challb.response_and_validation(acme.net.key)
+        tokens[challb.chall.encode("token")] = validation
+        answers.append((challb, response))
+    with serve_http01_tokens(pebble.http_port, tokens):
+        for challb, response in answers:
+            acme.answer_challenge(challb, response)
+        order = acme.poll_and_finalize(order, deadline=dt.datetime.now() + dt.timedelta(seconds=timeout))
+    return str(order.fullchain_pem)
+
+
 def _require_pebble() -> None:
     if not os.path.exists(PEBBLE):
         pytest.fail(f"{PEBBLE} missing: install the Debian package pebble")
