@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class AuditConfig(AppConfig):
     name = "audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Every process that loads Django (the worker too, through the Celery app) records job runs.
+        from audit.jobs import connect_signals
+
+        connect_signals()

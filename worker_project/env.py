@@ -77,6 +77,9 @@ def parse_database_url(url: str, base_dir: Path) -> dict[str, object]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(path),
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            # Tests on a file too: an in-memory shared-cache database fails concurrent writers with "table is
+            # locked" instead of waiting, unlike the file every real deployment uses.
+            "TEST": {"NAME": str(path.with_name(f"test_{path.name}"))},
         }
     if scheme in {"postgres", "postgresql", "pgsql"}:
         if not parsed.path.strip("/"):

@@ -181,7 +181,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {
+            "()": "worker_project.logging.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
         "json": {"()": "worker_project.logging.JsonFormatter"},
     },
     "filters": {"redact": {"()": "worker_project.logging.RedactSecretsFilter"}},
