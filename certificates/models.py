@@ -35,6 +35,9 @@ class AcmeAccount(models.Model):
         max_length=500, blank=True, help_text="PEM file to trust for the directory's HTTPS (e.g. Pebble's)"
     )
     profile = models.CharField(max_length=64, blank=True, help_text="default certificate profile, if offered")
+    trust_roots_pem = models.TextField(
+        blank=True, help_text="PEM roots this CA's chains must build to (else settings.CERT_TRUST_STORE)"
+    )
     terms_agreed = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -108,6 +111,9 @@ class Certificate(models.Model):
             models.Index(fields=["renew_after"], condition=Q(auto_renew=True), name="cert_due_idx"),
             # failover check: "expires within N days"
             models.Index(fields=["not_after"], name="cert_not_after_idx"),
+            # retry_failed_renewals: failing certificates whose backoff (next_attempt_at) has passed
+            models.Index(fields=["next_attempt_at"], condition=Q(auto_renew=True, consecutive_failures__gt=0),
+                         name="cert_retry_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,30 @@
+"""Revoke a certificate version through ACME, on demand."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from certificates.acme_client import AcmeClient, AcmeError
+from certificates.models import CertificateVersion
+from certificates.services import seams
+
+# RFC 5280 CRLReason codes ACME accepts
+REASONS = {"unspecified": 0, "keyCompromise": 1, "superseded": 4, "cessationOfOperation": 5}
+
+
+def revoke_version(version: CertificateVersion, reason: str = "unspecified", *, actor: object = "certificates") -> None:
+    """Revoke at the issuing CA and mark the version; a temporary or imported version cannot be revoked."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown revocation reason {reason!r}; use one of {', '.join(REASONS)}")
+    if version.revoked_at is not None:
+        return
+    if version.account is None:
+        raise AcmeError(f"version {version.serial_hex} was not issued through ACME here: nothing to revoke",
+                        error_type="local:not-acme", permanent=True)
+    AcmeClient(version.account).revoke(version.cert_pem, REASONS[reason])
+    with transaction.atomic():
+        CertificateVersion.objects.filter(pk=version.pk).update(revoked_at=timezone.now(), revocation_reason=reason)
+        seams.record("certificate.revoked", version.certificate, actor=actor,
+                     summary=f"{version.certificate.name}: revoked {version.serial_hex} ({reason})",
+                     after={"version_id": version.pk, "serial": version.serial_hex, "reason": reason})

@@ -1,0 +1,81 @@
+"""Calls across app seams (audit trail, push plane, notifications), kept in one place.
+
+The audit and gateways services are built by other work streams; until their functions exist these calls log
+and carry on, so certificate work never fails because an optional neighbour is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Model
+
+logger = logging.getLogger(__name__)
+
+
+def record(action: str, obj: Model | None = None, *, summary: str = "", after: Any = None,
+           before: Any = None, actor: Any = "certificates") -> None:
+    """Append an audit event inside the caller's transaction (``actor`` a user means a person)."""
+    try:
+        from audit import services as audit
+    except ImportError:  # audit app not built yet
+        logger.info("audit %s %s: %s", action, obj, summary)
+        return
+    user_like = hasattr(actor, "is_authenticated")
+    if user_like and hasattr(audit, "record_person_event"):
+        audit.record_person_event(actor, action, obj=obj, before=before, after=after, summary=summary)
+    elif hasattr(audit, "record_event"):
+        audit.record_event(str(actor), action, obj=obj, before=before, after=after, summary=summary)
+
+
+def publish(resource_type: str, group: Any = None, actor: str = "automation") -> list[Any]:
+    """Publish the desired state of ``resource_type`` for ``group`` (None: every group). Returns versions."""
+    try:
+        from gateways.services import publish_desired_state
+    except ImportError:
+        logger.warning("push plane missing: %s not published", resource_type)
+        return []
+    return list(publish_desired_state(resource_type, group=group, actor=actor) or [])
+
+
+def publish_on_commit(resource_type: str, group: Any = None) -> None:
+    """Publish once the current transaction commits (the push plane reads committed rows)."""
+    transaction.on_commit(lambda: publish(resource_type, group))
+
+
+def wait_for_acks(versions: list[Any], timeout: float) -> tuple[bool, str]:
+    """(ok, reason): every connected instance ACKed ``versions``, or why not."""
+    if not versions:
+        return True, ""
+    try:
+        from gateways.services import wait_for_acks as wait
+    except ImportError:
+        return True, ""
+    result = wait(versions, timeout)
+    ok = bool(getattr(result, "ok", result))
+    if ok:
+        return True, ""
+    parts = [f"version {v} rejected by {', '.join(f'{i}: {e}' for i, e in who.items())}"
+             for v, who in (getattr(result, "rejected", None) or {}).items()]
+    parts += [f"version {v} not acknowledged by {', '.join(who)}"
+              for v, who in (getattr(result, "pending", None) or {}).items()]
+    if getattr(result, "timed_out", False):
+        parts.append(f"timed out after {timeout:g}s")
+    return False, "; ".join(parts) or repr(result)
+
+
+def notify(event_kind: str, title: str, *, severity: str, dedupe_key: str, body: dict[str, Any]) -> int:
+    """One pending ``Notification`` per enabled channel that takes ``event_kind``; the integrations app sends
+    them. Returns how many were written."""
+    from integrations.models import Notification, NotificationChannel
+
+    count = 0
+    for channel in NotificationChannel.objects.filter(enabled=True):
+        if channel.event_kinds and event_kind not in channel.event_kinds:
+            continue
+        Notification.objects.create(channel=channel, event_kind=event_kind, severity=severity,
+                                    dedupe_key=dedupe_key, title=title[:300], body=body)
+        count += 1
+    return count
