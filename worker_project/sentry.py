@@ -12,20 +12,27 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     return redact(event)
 
 
+def sentry_options(dsn: str, *, environment: str | None, traces_sample_rate: float) -> dict[str, Any]:
+    """The client options, apart so a test can build a real client from exactly these."""
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    return {
+        "dsn": dsn,
+        "environment": environment,
+        "integrations": [DjangoIntegration(), CeleryIntegration(monitor_beat_tasks=True)],
+        "traces_sample_rate": traces_sample_rate,
+        "before_send": scrub_event,
+        "before_send_transaction": scrub_event,
+        # Breadcrumbs carry log messages: scrub them as they are recorded, not only when an event leaves.
+        "before_breadcrumb": lambda crumb, hint: redact(crumb),
+    }
+
+
 def init_sentry(dsn: str, *, environment: str | None, traces_sample_rate: float) -> bool:
     if not dsn:
         return False
     import sentry_sdk
-    from sentry_sdk.integrations.celery import CeleryIntegration
-    from sentry_sdk.integrations.django import DjangoIntegration
 
-    sentry_sdk.init(
-        dsn=dsn,
-        environment=environment,
-        integrations=[DjangoIntegration(), CeleryIntegration(monitor_beat_tasks=True)],
-        traces_sample_rate=traces_sample_rate,
-        send_default_pii=False,
-        before_send=scrub_event,
-        before_send_transaction=scrub_event,
-    )
+    sentry_sdk.init(**sentry_options(dsn, environment=environment, traces_sample_rate=traces_sample_rate))
     return True
