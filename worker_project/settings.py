@@ -87,6 +87,9 @@ try:
 
     # Flower
     FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH", "")
+
+    # The web role serves the admin's static files itself (gunicorn, no extra server): off when a proxy/CDN does.
+    SERVE_STATIC = env_bool("SERVE_STATIC", True)
 except ImproperlyConfiguredEnv as exc:  # a typed reader refused a value: say which
     raise ImproperlyConfigured(str(exc)) from exc
 

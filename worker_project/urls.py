@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
+from django.views.static import serve
 
 from worker_project import views
 
@@ -9,3 +11,9 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
+
+if settings.SERVE_STATIC:
+    # Only the admin's CSS/JS, collected into STATIC_ROOT: small and cacheable, so no separate static server.
+    urlpatterns.append(
+        re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve, {"document_root": settings.STATIC_ROOT})
+    )
