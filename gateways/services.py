@@ -20,3 +20,217 @@ Seam (the contract other apps rely on):
   has ACKed that version (or a newer one), or a NACK arrives, or the timeout passes.
 
 Implemented by the push-plane work (issue 4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import notify
+from .models import GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
+from .resources import (
+    InvalidResource,
+    builder_for,
+    check_type,
+    register_resource,
+    registered_types,
+    serialize,
+    summarize,
+    to_message,
+)
+
+__all__ = [
+    "AckWait", "InvalidResource", "publish_desired_state", "register_resource", "registered_types",
+    "wait_for_acks", "desired_version", "resync_instances",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "default"
+
+
+def _lock(resource_type: str, group_id: int) -> None:
+    """Serialize publishers of one (type, group) so two concurrent ones cannot store the same state twice."""
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(f"gw-publish:{resource_type}".encode())
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [key - 2**31, group_id])
+
+
+def desired_version(resource_type: str, group: GatewayGroup | int) -> ResourceVersion | None:
+    group_id = group if isinstance(group, int) else group.pk
+    return (ResourceVersion.objects.filter(resource_type=resource_type, group_id=group_id)
+            .order_by("-id").first())
+
+
+def publish_desired_state(resource_type: str, group: GatewayGroup | None = None,
+                          actor: str = "automation") -> list[ResourceVersion]:
+    """See the module docstring. Raises InvalidResource (and stores nothing) when a builder's data is bad."""
+    check_type(resource_type)
+    builder = builder_for(resource_type)
+    groups = [group] if group is not None else list(GatewayGroup.objects.all())
+    result: list[ResourceVersion] = []
+    created: list[ResourceVersion] = []
+    with transaction.atomic():
+        for grp in groups:
+            _lock(resource_type, grp.pk)
+            message = to_message(resource_type, builder(grp))
+            payload, checksum = serialize(message)
+            current = desired_version(resource_type, grp)
+            if current is not None and current.checksum == checksum:
+                result.append(current)
+                continue
+            version = ResourceVersion.objects.create(
+                resource_type=resource_type, group=grp, payload=payload, checksum=checksum,
+                summary=summarize(resource_type, message), created_by=actor[:150],
+            )
+            created.append(version)
+            result.append(version)
+        if created:
+            notice = {"type": resource_type, "groups": [v.group_id for v in created],
+                      "versions": [v.pk for v in created]}
+            transaction.on_commit(lambda: notify.publish(notify.desired_channel(), notice))
+    return result
+
+
+def ensure_group(name: str) -> GatewayGroup:
+    """A group a Gateway names in Hello; a new group gets the current state of every registered type."""
+    group, created = GatewayGroup.objects.get_or_create(name=name)
+    missing = [t for t in registered_types()
+               if created or not ResourceVersion.objects.filter(resource_type=t, group=group).exists()]
+    for resource_type in missing:
+        try:
+            publish_desired_state(resource_type, group, actor="new-group")
+        except Exception:  # one app's broken builder must not keep Gateways from connecting
+            logger.exception("could not build %s for new group %s", resource_type, name)
+    return group
+
+
+@dataclass
+class AckWait:
+    """Outcome of wait_for_acks. Truthy when every connected instance ACKed."""
+
+    ok: bool
+    timed_out: bool = False
+    waited_seconds: float = 0.0
+    instances: int = 0                                              # connected instances that had to ACK
+    pending: dict[int, list[str]] = field(default_factory=dict)     # version -> instance ids not yet ACKed
+    rejected: dict[int, dict[str, str]] = field(default_factory=dict)  # version -> {instance id: error}
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _ack_status(versions: list[ResourceVersion]) -> AckWait:
+    pending: dict[int, list[str]] = {}
+    rejected: dict[int, dict[str, str]] = {}
+    count = 0
+    for v in versions:
+        rows = (GatewayInstance.objects.filter(group_id=v.group_id, connected=True)
+                .values_list("instance_id", "resource_states__resource_type", "resource_states__acked_version",
+                             "resource_states__rejected_version", "resource_states__rejected_error"))
+        seen: dict[str, bool] = {}
+        for instance_id, rtype, acked, rejected_v, error in rows:
+            ok = rtype == v.resource_type and acked is not None and acked >= v.pk
+            seen[instance_id] = seen.get(instance_id, False) or ok
+            if rtype == v.resource_type and rejected_v == v.pk:
+                rejected.setdefault(v.pk, {})[instance_id] = error
+        count += len(seen)
+        late = sorted(i for i, ok in seen.items() if not ok and i not in rejected.get(v.pk, {}))
+        if late:
+            pending[v.pk] = late
+    return AckWait(ok=not pending and not rejected, instances=count, pending=pending, rejected=rejected)
+
+
+def wait_for_acks(versions: Iterable[ResourceVersion], timeout: float = 30.0) -> AckWait:
+    """Block until every connected instance of each version's group ACKed it (or newer), a NACK, or timeout.
+
+    Wakes on the replicas' ACK notice on Redis, and re-reads the database at least every 0.5 s in case a
+    notice is lost. Call it outside a transaction (it must see other connections' commits).
+    """
+    versions = list(versions)
+    types = {v.resource_type for v in versions}
+    start = time.monotonic()
+    deadline = start + timeout
+    pubsub = notify.client().pubsub(ignore_subscribe_messages=True)
+    try:
+        try:
+            pubsub.subscribe(notify.acks_channel())
+        except Exception as exc:  # Redis down: polling alone still works
+            logger.warning("wait_for_acks without Redis notices: %s", exc)
+            pubsub = None
+        while True:
+            status = _ack_status(versions)
+            status.waited_seconds = time.monotonic() - start
+            if status.ok or status.rejected:
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                status.timed_out = True
+                return status
+            _wait_notice(pubsub, types, min(0.5, remaining))
+    finally:
+        if pubsub is not None:
+            pubsub.close()
+
+
+def _wait_notice(pubsub: object | None, types: set[str], timeout: float) -> None:
+    if pubsub is None:
+        time.sleep(timeout)
+        return
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        msg = pubsub.get_message(timeout=left)  # type: ignore[attr-defined]
+        if msg is None:
+            continue
+        try:
+            if types & set(json.loads(msg["data"]).get("types", [])):
+                return
+        except (ValueError, TypeError, AttributeError):
+            return
+
+
+def resync_instances(instance_ids: Iterable[int]) -> int:
+    """Forget what was sent and parked for these instances, so the next reconcile (or reconnect) resends."""
+    n = InstanceResourceState.objects.filter(instance_id__in=list(instance_ids)).update(
+        sent_version=None, sent_nonce="", sent_at=None, rejected_version=None, rejected_error="",
+        rejected_at=None)
+    desired = ResourceVersion.objects.filter(
+        group__instances__pk__in=list(instance_ids)).values("resource_type", "group_id").distinct()
+    for row in desired:
+        v = desired_version(row["resource_type"], row["group_id"])
+        if v is not None:
+            notify.publish(notify.desired_channel(),
+                           {"type": v.resource_type, "groups": [v.group_id], "versions": [v.pk], "resync": True})
+    return n
+
+
+def mark_stale_disconnected(max_age_seconds: float) -> int:
+    """Instances whose replica stopped refreshing last_seen (crashed) are no longer counted as connected."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=max_age_seconds)
+    return GatewayInstance.objects.filter(connected=True).filter(
+        Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True)).update(connected=False, disconnected_at=timezone.now())
+
+
+def announce_all() -> int:
+    """Re-send a notice for every current desired version (the periodic reconcile's Redis half)."""
+    count = 0
+    seen: set[tuple[str, int]] = set()
+    for rtype, group_id in ResourceVersion.objects.values_list("resource_type", "group_id").distinct():
+        if (rtype, group_id) in seen:
+            continue
+        seen.add((rtype, group_id))
+        v = desired_version(rtype, group_id)
+        if v is not None:
+            notify.publish(notify.desired_channel(), {"type": rtype, "groups": [group_id], "versions": [v.pk]})
+            count += 1
+    return count

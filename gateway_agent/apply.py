@@ -1,0 +1,202 @@
+"""Validate one resource, write it into the Gateway's layout, run check + reload; undo everything on failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from gateway_worker.v1 import gateway_worker_pb2 as pb
+from google.protobuf import json_format
+
+from .config import AgentConfig
+from .files import Transaction
+
+logger = logging.getLogger(__name__)
+
+_DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_LISTEN_RE = re.compile(r"^[\w.:\[\]-]+$")
+
+
+class ApplyError(Exception):
+    """Why a resource was rejected (sent back in the NACK; never contains key material)."""
+
+
+def _pub(obj: object) -> bytes:
+    return obj.public_key().public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def validate_certificate(c: pb.Certificate) -> None:
+    if not c.domains:
+        raise ApplyError(f"certificate {c.name!r} has no domains")
+    for d in c.domains:
+        if not _DOMAIN_RE.match(d) or len(d) > 253:
+            raise ApplyError(f"certificate {c.name!r}: invalid domain {d!r}")
+    try:
+        leaf = x509.load_pem_x509_certificate(c.cert_pem.encode())
+    except ValueError as exc:
+        raise ApplyError(f"certificate {c.name!r}: cert_pem is not a PEM certificate ({exc})") from None
+    try:
+        key = serialization.load_pem_private_key(c.key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ApplyError(f"certificate {c.name!r}: key_pem is not an unencrypted PEM private key") from None
+    if _pub(key) != _pub(leaf):
+        raise ApplyError(f"certificate {c.name!r}: the private key does not match the certificate")
+    if c.chain_pem.strip():
+        try:
+            x509.load_pem_x509_certificates(c.chain_pem.encode())
+        except ValueError as exc:
+            raise ApplyError(f"certificate {c.name!r}: chain_pem is not PEM ({exc})") from None
+
+
+def _leaf_pem(c: pb.Certificate) -> bytes:
+    # the Gateway reads only the first PEM block: the leaf must be first and alone in <domain>.crt
+    return x509.load_pem_x509_certificate(c.cert_pem.encode()).public_bytes(serialization.Encoding.PEM)
+
+
+class Applier:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        if cfg.nginx_include and not _LISTEN_RE.match(cfg.nginx_listen):
+            raise ValueError(f"nginx_listen {cfg.nginx_listen!r} is not an address")
+
+    def apply(self, update: pb.ResourceUpdate) -> None:
+        kind = update.WhichOneof("resource")
+        if kind != update.type:
+            raise ApplyError(f"update type {update.type!r} carries {kind!r}")
+        resource = getattr(update, kind)
+        checksum = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
+        if update.checksum and checksum != update.checksum:
+            raise ApplyError(f"checksum mismatch for {kind} version {update.version}")
+        tx = Transaction()
+        reloading = False
+        try:
+            getattr(self, f"_apply_{kind}")(resource, tx)
+            if tx.changed:
+                self._run("check", self.cfg.check_command)
+                reloading = True
+                self._run("reload", self.cfg.reload_command)
+        except Exception as exc:
+            tx.rollback()
+            if reloading and self.cfg.reload_command:
+                try:  # the reload may have half-happened: load the restored files again
+                    self._run("reload", self.cfg.reload_command)
+                except ApplyError:
+                    logger.warning("reload after rollback failed too")
+            if isinstance(exc, ApplyError):
+                raise
+            raise ApplyError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _run(self, what: str, command: list[str]) -> None:
+        if not command:
+            return
+        try:
+            res = subprocess.run(command, capture_output=True, text=True, timeout=self.cfg.command_timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ApplyError(f"{what} command failed: {exc}") from None
+        if res.returncode != 0:
+            out = (res.stderr or res.stdout).strip()[-800:]
+            raise ApplyError(f"{what} command exited {res.returncode}: {out}")
+
+    def _dir(self, value: str, name: str) -> Path:
+        if not value:
+            raise ApplyError(f"this agent has no {name} configured")
+        return Path(value)
+
+    def _apply_certificates(self, res: pb.CertificateSet, tx: Transaction) -> None:
+        for c in res.certificates:
+            validate_certificate(c)
+        cert_dir = self._dir(self.cfg.cert_dir, "cert_dir")
+        keep: set[str] = set()
+        for c in res.certificates:
+            for d in c.domains:
+                keep.update({f"{d}.crt", f"{d}.key", f"{d}.chain.pem"})
+                tx.write(cert_dir / f"{d}.key", c.key_pem.encode(), 0o600)  # key first: the Gateway needs it
+                if c.chain_pem.strip():
+                    tx.write(cert_dir / f"{d}.chain.pem", c.chain_pem.encode())
+                else:
+                    tx.delete(cert_dir / f"{d}.chain.pem")
+                tx.write(cert_dir / f"{d}.crt", _leaf_pem(c))
+        if cert_dir.exists():
+            for p in sorted(cert_dir.iterdir()):
+                if p.is_file() and not p.name.startswith(".") and p.name not in keep \
+                        and p.name.endswith((".crt", ".key", ".chain.pem")):
+                    tx.delete(p)
+        if self.cfg.nginx_include:
+            self._render_nginx(res, cert_dir, tx)
+
+    def _render_nginx(self, res: pb.CertificateSet, cert_dir: Path, tx: Transaction) -> None:
+        include = Path(self.cfg.nginx_include)
+        full_dir = include.parent / "gateway-agent-certs"
+        blocks = ["# rendered by gateway-agent from the Worker's certificates; do not edit\n"]
+        keep = set()
+        for c in res.certificates:
+            primary = c.domains[0]
+            fullchain = full_dir / f"{primary}.fullchain.crt"
+            keep.add(fullchain.name)
+            tx.write(fullchain, _leaf_pem(c) + c.chain_pem.encode())
+            blocks.append(
+                f"server {{\n    listen {self.cfg.nginx_listen} ssl;\n    server_name {' '.join(c.domains)};\n"
+                f"    ssl_certificate {fullchain};\n    ssl_certificate_key {cert_dir / (primary + '.key')};\n"
+                f"    location / {{ return 404; }}\n}}\n")
+        if self.cfg.nginx_http_listen and self.cfg.challenge_dir and res.certificates:
+            names = " ".join(sorted({d for c in res.certificates for d in c.domains}))
+            blocks.append(
+                f"server {{\n    listen {self.cfg.nginx_http_listen};\n    server_name {names};\n"
+                f"    location /.well-known/acme-challenge/ {{\n        alias {Path(self.cfg.challenge_dir)}/;\n"
+                f"        default_type text/plain;\n        try_files $uri =404;\n    }}\n"
+                f"    location / {{ return 301 https://$host$request_uri; }}\n}}\n")
+        if full_dir.exists():
+            for p in full_dir.iterdir():
+                if p.name.endswith(".fullchain.crt") and p.name not in keep:
+                    tx.delete(p)
+        tx.write(include, "".join(blocks).encode())
+
+    def _apply_acme_challenges(self, res: pb.ChallengeSet, tx: Transaction) -> None:
+        d = self._dir(self.cfg.challenge_dir, "challenge_dir")
+        tokens = {}
+        for ch in res.challenges:
+            if not _TOKEN_RE.match(ch.token):
+                raise ApplyError(f"invalid ACME token {ch.token!r}")
+            if not ch.key_authorization.startswith(ch.token + "."):
+                raise ApplyError(f"key authorization of token {ch.token!r} does not start with the token")
+            tokens[ch.token] = ch.key_authorization
+        for token, keyauth in tokens.items():
+            tx.write(d / token, keyauth.encode())
+        if d.exists():
+            for p in d.iterdir():
+                if p.is_file() and not p.name.startswith(".") and p.name not in tokens:
+                    tx.delete(p)
+
+    def _apply_file(self, path_value: str, name: str, res: pb.FileContent, tx: Transaction) -> None:
+        path = self._dir(path_value, name)
+        if path.suffix in (".yaml", ".yml") or res.name.endswith((".yaml", ".yml")):
+            try:
+                yaml.safe_load(res.content)
+            except yaml.YAMLError as exc:
+                raise ApplyError(f"{name}: not valid YAML: {exc}") from None
+        tx.write(path, res.content.encode())
+
+    def _apply_waf_rules(self, res: pb.FileContent, tx: Transaction) -> None:
+        self._apply_file(self.cfg.rules_file, "rules_file", res, tx)
+
+    def _apply_config(self, res: pb.FileContent, tx: Transaction) -> None:
+        self._apply_file(self.cfg.config_file, "config_file", res, tx)
+
+    def _apply_emergency_rules(self, res: pb.EmergencyRuleSet, tx: Transaction) -> None:
+        path = self._dir(self.cfg.emergency_file, "emergency_file")
+        data = json_format.MessageToDict(res, preserving_proto_field_name=True)
+        tx.write(path, yaml.safe_dump(data, sort_keys=True).encode())
+
+
+def journal_line(update: pb.ResourceUpdate, result: str) -> str:
+    return json.dumps({"type": update.type, "version": update.version, "nonce": update.nonce,
+                       "result": result}) + "\n"

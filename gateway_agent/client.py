@@ -1,0 +1,105 @@
+"""The push stream: Hello with the versions on disk, apply each update, ACK or NACK; reconnect with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+from gateway_worker.v1 import gateway_worker_pb2 as pb
+from gateway_worker.v1 import gateway_worker_pb2_grpc as pb_grpc
+
+from . import __version__
+from .apply import Applier, ApplyError, journal_line
+from .config import AgentConfig
+from .files import atomic_write
+
+logger = logging.getLogger(__name__)
+
+# statuses after which retrying cannot help (bad certificate, contract violation): stop instead of looping
+FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def channel(cfg: AgentConfig) -> grpc.aio.Channel:
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.keepalive_time_ms", 30_000)]
+    if cfg.insecure:
+        return grpc.aio.insecure_channel(cfg.server, options=options)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=Path(cfg.ca).read_bytes(), private_key=Path(cfg.key).read_bytes(),
+        certificate_chain=Path(cfg.cert).read_bytes())
+    name = cfg.server_name or urlsplit(f"//{cfg.server}").hostname or "localhost"
+    return grpc.aio.secure_channel(cfg.server, creds, options=[*options, ("grpc.ssl_target_name_override", name)])
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(cfg.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.applier = Applier(cfg)
+        self.known: dict[str, int] = self._load_known()
+        self._apply_lock = asyncio.Lock()
+
+    @property
+    def _known_path(self) -> Path:
+        return self.state_dir / "versions.json"
+
+    def _load_known(self) -> dict[str, int]:
+        try:
+            return {str(k): int(v) for k, v in json.loads(self._known_path.read_text()).items()}
+        except FileNotFoundError:
+            return {}
+
+    def _journal(self, update: pb.ResourceUpdate, result: str) -> None:
+        with open(self.state_dir / "journal.jsonl", "a") as fh:
+            fh.write(journal_line(update, result))
+
+    async def run_forever(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self.run_once()
+                backoff = 0.5
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in FATAL:
+                    logger.error("Worker refused this agent: %s %s", exc.code().name, exc.details())
+                    raise
+                logger.warning("stream ended: %s %s; reconnecting in %.1fs", exc.code().name, exc.details(), backoff)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # jitter: a fleet must not reconnect in step
+            backoff = min(backoff * 2, self.cfg.backoff_max)
+
+    async def run_once(self) -> None:
+        async with channel(self.cfg) as ch:
+            call = pb_grpc.PushServiceStub(ch).Stream()
+            await call.write(pb.GatewayMessage(hello=pb.Hello(
+                instance_id=self.cfg.instance_id, group=self.cfg.group, agent_version=__version__,
+                known_versions=self.known)))
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:
+                    await call  # raises the final status if it was an error
+                    return
+                kind = msg.WhichOneof("msg")
+                if kind == "welcome":
+                    logger.info("connected to Worker replica %s", msg.welcome.replica)
+                elif kind == "update":
+                    await call.write(await self.handle(msg.update))
+
+    async def handle(self, update: pb.ResourceUpdate) -> pb.GatewayMessage:
+        async with self._apply_lock:
+            try:
+                await asyncio.to_thread(self.applier.apply, update)
+            except ApplyError as exc:
+                logger.warning("rejected %s version %s: %s", update.type, update.version, exc)
+                self._journal(update, f"nack: {exc}")
+                return pb.GatewayMessage(nack=pb.Nack(type=update.type, version=update.version, nonce=update.nonce,
+                                                      error=str(exc)[:2000]))
+            self.known[update.type] = update.version
+            atomic_write(self._known_path, json.dumps(self.known, sort_keys=True).encode())
+            self._journal(update, "ack")
+            logger.info("applied %s version %s", update.type, update.version)
+            return pb.GatewayMessage(ack=pb.Ack(type=update.type, version=update.version, nonce=update.nonce))

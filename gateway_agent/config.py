@@ -1,0 +1,72 @@
+"""Agent configuration: a small YAML file and/or CLI flags (flags win)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class AgentConfig:
+    server: str = "127.0.0.1:50051"
+    instance_id: str = field(default_factory=socket.gethostname)
+    group: str = "default"
+    ca: str = ""                       # the Worker's CA (ca.crt from issue_gateway_cert)
+    cert: str = ""                     # this Gateway's client certificate
+    key: str = ""
+    server_name: str = ""              # TLS name to verify (default: host of `server`)
+    insecure: bool = False             # plaintext, development only
+    state_dir: str = "/var/lib/gateway-agent"
+    cert_dir: str = ""                 # <domain>.crt / .key / .chain.pem (FORMATS §c.3)
+    challenge_dir: str = ""            # <token> containing the key authorization
+    rules_file: str = ""               # waf_rules content
+    config_file: str = ""              # config content
+    emergency_file: str = ""           # emergency_rules as YAML
+    check_command: list[str] = field(default_factory=list)   # e.g. nginx -t -c conf -p prefix
+    reload_command: list[str] = field(default_factory=list)  # e.g. nginx -s reload -c conf -p prefix
+    command_timeout: float = 30.0
+    nginx_include: str = ""            # render nginx server blocks here (the second target)
+    nginx_listen: str = "443"          # listen address of those TLS servers
+    nginx_http_listen: str = ""        # if set, also a port-80 style server answering ACME challenges
+    backoff_max: float = 30.0
+
+    @classmethod
+    def load(cls, path: str | None, overrides: dict[str, Any]) -> AgentConfig:
+        data: dict[str, Any] = {}
+        if path:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping")
+            data.update(loaded)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown agent settings: {unknown}")
+        for name in ("check_command", "reload_command"):
+            if isinstance(data.get(name), str):
+                data[name] = shlex.split(data[name])
+        return cls(**data)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway-agent", description=__doc__)
+    p.add_argument("--config", help="YAML file with the settings below (flags override it)")
+    for f in fields(AgentConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action="store_true", default=None)
+        elif f.name in ("check_command", "reload_command"):
+            p.add_argument(flag, dest=f.name, help="a shell-quoted command line")
+        elif f.type in ("float", float):
+            p.add_argument(flag, dest=f.name, type=float)
+        else:
+            p.add_argument(flag, dest=f.name)
+    p.add_argument("--log-level", default="INFO")
+    return p

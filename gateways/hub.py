@@ -1,0 +1,263 @@
+"""The push hub of one run_grpc replica: which streams it holds, what each was sent, and delivery.
+
+Every stream of a group shares one serialized WorkerMessage per version (serialized once per replica).
+Notices (Redis) and the reconcile timer only mark (type, group) keys dirty; a debounce then loads the newest
+desired version of each dirty key once and offers it to the streams of that group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from . import metrics, notify, store
+from .resources import RESOURCE_TYPES
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+_thread_connections: dict[int, Any] = {}
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Django ORM work off the event loop, on a connection that is checked before use."""
+    def run() -> T:
+        close_old_connections()
+        _thread_connections[threading.get_ident()] = connections["default"]
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, run)
+
+
+def close_thread_connections() -> None:
+    """At shutdown: close the executor threads' database connections (they would outlive the server)."""
+    for conn in list(_thread_connections.values()):
+        raw = getattr(conn, "connection", None)
+        if raw is not None:
+            raw.close()
+    _thread_connections.clear()
+
+
+@dataclass(eq=False)
+class StreamState:
+    instance_id: str
+    instance_pk: int
+    group_id: int
+    group_name: str
+    queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent or already run
+    parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
+    outstanding: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # type -> (version, nonce, created)
+
+
+class Hub:
+    def __init__(self, replica: str, debounce_seconds: float, reconcile_seconds: float,
+                 listen_redis: bool = True) -> None:
+        self.replica = replica
+        self.nonce_prefix = replica.rsplit(":", 1)[-1]
+        self.debounce = debounce_seconds
+        self.reconcile_seconds = reconcile_seconds
+        self.listen_redis = listen_redis
+        self.streams: dict[str, StreamState] = {}
+        self.by_group: dict[int, set[StreamState]] = {}
+        self.cache: dict[tuple[str, int], store.LoadedVersion] = {}
+        self.dirty: set[tuple[str, int]] = set()
+        self._dirty_event = asyncio.Event()
+        self._events: list[store.Event] = []
+        self._events_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.watchers: set[Callable[[store.LoadedVersion], None]] = set()  # the draft service's watch streams
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        loops: list[Callable[[], Awaitable[None]]] = [self._debounce_loop, self._writer_loop, self._reconcile_loop]
+        if self.listen_redis:
+            loops.append(self._redis_loop)
+        self._tasks = [asyncio.create_task(f()) for f in loops]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        await in_thread(store.release_replica, self.replica)
+
+    # ---- streams ----
+    def attach(self, st: StreamState) -> None:
+        old = self.streams.pop(st.instance_id, None)
+        if old is not None:  # the same instance reconnected before its old stream ended
+            self.by_group.get(old.group_id, set()).discard(old)
+        self.streams[st.instance_id] = st
+        self.by_group.setdefault(st.group_id, set()).add(st)
+        metrics.STREAMS.set(len(self.streams))
+
+    def detach(self, st: StreamState) -> bool:
+        self.by_group.get(st.group_id, set()).discard(st)
+        if self.streams.get(st.instance_id) is st:
+            del self.streams[st.instance_id]
+            metrics.STREAMS.set(len(self.streams))
+            return True
+        return False
+
+    async def initial_push(self, st: StreamState) -> None:
+        """After Hello: offer the desired version of every type (what the Gateway runs is skipped)."""
+        keys = [(t, st.group_id) for t in sorted(RESOURCE_TYPES)]
+        missing = [k for k in keys if k not in self.cache]
+        if missing:
+            for lv in await in_thread(store.load_desired, missing, self.nonce_prefix):
+                self._cache_put(lv)
+        for k in keys:
+            if k in self.cache:
+                self.offer(st, self.cache[k])
+
+    def offer(self, st: StreamState, lv: store.LoadedVersion) -> None:
+        rtype = lv.resource_type
+        if lv.version <= st.sent.get(rtype, 0) or st.parked.get(rtype) == lv.version:
+            return  # never the same version twice; a parked (NACKed) version is not resent
+        st.sent[rtype] = lv.version
+        nonce = f"{self.nonce_prefix}-{lv.version}"
+        st.outstanding[rtype] = (lv.version, nonce, lv.created_at.timestamp())
+        st.queue.put_nowait(lv.message_bytes)
+        metrics.PUSHES.labels(rtype).inc()
+        self.record(store.Event("sent", st.instance_pk, rtype, lv.version, nonce=nonce, at=timezone.now()))
+
+    def ack(self, st: StreamState, rtype: str, version: int, nonce: str) -> str | None:
+        """Returns an error text when the ACK does not match what this stream was sent."""
+        out = st.outstanding.get(rtype)
+        if out is None or out[0] != version or (nonce and out[1] != nonce):
+            return f"ACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
+        del st.outstanding[rtype]
+        converge = max(0.0, time.time() - out[2])
+        metrics.ACKS.labels(rtype).inc()
+        metrics.CONVERGE.labels(rtype).observe(converge)
+        self.record(store.Event("ack", st.instance_pk, rtype, version, at=timezone.now(), converge_seconds=converge))
+        return None
+
+    def nack(self, st: StreamState, rtype: str, version: int, nonce: str, error: str) -> str | None:
+        out = st.outstanding.get(rtype)
+        if out is None or out[0] != version or (nonce and out[1] != nonce):
+            return f"NACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
+        del st.outstanding[rtype]
+        st.parked[rtype] = version
+        metrics.NACKS.labels(rtype).inc()
+        self.record(store.Event("nack", st.instance_pk, rtype, version, error=error or "(no error text)",
+                                at=timezone.now()))
+        return None
+
+    # ---- desired state changes ----
+    def notice(self, rtype: str, group_ids: list[int]) -> None:
+        for g in group_ids:
+            if g in self.by_group or any(w for w in self.watchers):
+                self.dirty.add((rtype, g))
+        if self.dirty:
+            self._dirty_event.set()
+
+    def _cache_put(self, lv: store.LoadedVersion) -> None:
+        key = (lv.resource_type, lv.group_id)
+        cur = self.cache.get(key)
+        if cur is None or cur.version < lv.version:
+            self.cache[key] = lv
+            for w in list(self.watchers):
+                w(lv)
+
+    async def _debounce_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            await asyncio.sleep(self.debounce)  # a burst of publishes becomes one push of the newest version
+            self._dirty_event.clear()
+            keys, self.dirty = sorted(self.dirty), set()
+            try:
+                loaded = await in_thread(store.load_desired, keys, self.nonce_prefix)
+            except Exception:
+                logger.exception("loading desired versions failed; the reconcile will retry")
+                continue
+            for lv in loaded:
+                self._cache_put(lv)
+                for st in list(self.by_group.get(lv.group_id, ())):
+                    self.offer(st, lv)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_seconds)
+            try:
+                await self.reconcile()
+            except Exception:
+                logger.exception("reconcile failed")
+
+    async def reconcile(self) -> None:
+        """The database is the truth: catch versions whose notice was lost, and keep last_seen fresh."""
+        keys = [(t, g) for g in list(self.by_group) for t in RESOURCE_TYPES]
+        await in_thread(store.heartbeat, self.replica)
+        if not keys:
+            return
+        newest = await in_thread(store.desired_ids, keys)
+        stale = [k for k, vid in newest.items()
+                 if k in set(keys) and (k not in self.cache or self.cache[k].version < vid)]
+        # also offer cached versions to streams that missed them (e.g. a write raced a reconnect)
+        if stale:
+            self.dirty.update(stale)
+            self._dirty_event.set()
+
+    async def _redis_loop(self) -> None:
+        import redis.asyncio as aioredis
+        from django.conf import settings
+
+        backoff = 0.5
+        while True:
+            try:
+                client = aioredis.Redis.from_url(settings.REDIS_URL)
+                async with client.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(notify.desired_channel())
+                    backoff = 0.5
+                    async for msg in ps.listen():
+                        try:
+                            data = json.loads(msg["data"])
+                            self.notice(str(data["type"]), [int(g) for g in data["groups"]])
+                        except (ValueError, KeyError, TypeError):
+                            logger.warning("ignoring malformed push notice")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("Redis notices unavailable (%s); reconcile every %ss still delivers",
+                               exc, self.reconcile_seconds)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    # ---- batched writes ----
+    def record(self, event: store.Event) -> None:
+        self._events.append(event)
+        self._events_ready.set()
+
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._events_ready.wait()
+            await asyncio.sleep(0.005)  # let a burst of ACKs accumulate into one transaction
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._events_ready.clear()
+        events, self._events = self._events, []
+        if not events:
+            return
+        types = sorted({e.resource_type for e in events if e.kind != "sent"})
+        start = time.perf_counter()
+        try:
+            await in_thread(store.flush_events, events)
+        except Exception:
+            logger.exception("writing %d push events failed; retrying", len(events))
+            self._events = events + self._events
+            self._events_ready.set()
+            await asyncio.sleep(0.5)
+            return
+        metrics.DB_FLUSH.observe(time.perf_counter() - start)
+        if types:
+            await in_thread(notify.publish, notify.acks_channel(), {"types": types})
