@@ -11,10 +11,10 @@ from certificates.services import renewal, scan, versions
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "certificates"
+QUEUE = "certificates"  # routed by settings.CELERY_TASK_ROUTES ("certificates.*")
 
 
-@shared_task(name="certificates.renew_certificate", queue=QUEUE, bind=True, acks_late=True, max_retries=5,
+@shared_task(name="certificates.renew_certificate", bind=True, acks_late=True, max_retries=5,
              time_limit=900, soft_time_limit=840)
 def renew_certificate(self: Any, certificate_id: int, force: bool = False) -> dict[str, Any]:
     result = renewal.renew_certificate(certificate_id, force=force, task_id=self.request.id or "")
@@ -24,7 +24,7 @@ def renew_certificate(self: Any, certificate_id: int, force: bool = False) -> di
     return {"outcome": result.outcome, "version_id": result.version_id, "error": result.error[:500]}
 
 
-@shared_task(name="certificates.failover_certificate", queue=QUEUE, acks_late=True)
+@shared_task(name="certificates.failover_certificate", acks_late=True)
 def failover_certificate(certificate_id: int) -> dict[str, Any]:
     from certificates.models import Certificate
     from certificates.services.failover import fail_over
@@ -45,22 +45,22 @@ def _enqueue_failover(pk: int) -> object:
     return failover_certificate.delay(pk)
 
 
-@shared_task(name="certificates.scan_expiring_certificates", queue=QUEUE, acks_late=True)
+@shared_task(name="certificates.scan_expiring_certificates", acks_late=True)
 def scan_expiring_certificates() -> dict[str, int]:
     return scan.scan_expiring_certificates(_enqueue_renewal, _enqueue_failover)
 
 
-@shared_task(name="certificates.retry_failed_renewals", queue=QUEUE, acks_late=True)
+@shared_task(name="certificates.retry_failed_renewals", acks_late=True)
 def retry_failed_renewals() -> dict[str, int]:
     return scan.retry_failed_renewals(_enqueue_renewal)
 
 
-@shared_task(name="certificates.retire_superseded_versions", queue=QUEUE, acks_late=True)
+@shared_task(name="certificates.retire_superseded_versions", acks_late=True)
 def retire_superseded_versions() -> dict[str, int]:
     return {"retired": versions.retire_superseded_versions()}
 
 
-@shared_task(name="certificates.revoke_version", queue=QUEUE, acks_late=True)
+@shared_task(name="certificates.revoke_version", acks_late=True)
 def revoke_version(version_id: int, reason: str = "unspecified", actor: str = "admin") -> dict[str, Any]:
     from certificates.acme_client import AcmeError
     from certificates.models import CertificateVersion

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from certificates.models import AcmeChallenge, Certificate, OrderStatus
+from certificates.models import AcmeChallenge, Certificate, ChallengeType, OrderStatus
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def build_certificates(group: Any) -> dict[str, Any]:
 
 def build_acme_challenges(group: Any) -> dict[str, Any]:
     """Live HTTP-01 tokens of orders for certificates this group serves (one query)."""
-    rows = (AcmeChallenge.objects.filter(_for_group(group, "order__certificate__"), order__status__in=LIVE_ORDER)
+    rows = (AcmeChallenge.objects.filter(_for_group(group, "order__certificate__"), order__status__in=LIVE_ORDER,
+                                         order__challenge_type=ChallengeType.HTTP_01)
             .order_by("token").values("domain", "token", "key_authorization"))
     return {"challenges": list(rows)}
 

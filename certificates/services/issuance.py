@@ -184,26 +184,29 @@ def _publish_http01(order: AcmeOrder, challenges: list[Challenge]) -> None:
 
 
 def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float) -> None:
+    """Add the TXT records in one TSIG-signed RFC 2136 update and wait until the server answers them."""
     from certificates import dns01
 
     server = order.certificate.dns_server
     assert server is not None
-    records = [(c.dns_record_name, c.dns_txt_value) for c in challenges]
+    target = dns01.UpdateTarget.from_model(server)
+    records = [(c.domain, c.dns_txt_value) for c in challenges]
+    order._dns_records = records  # type: ignore[attr-defined]  # for cleanup; a crash leaves harmless TXTs
+    timeout = min(float(server.propagation_timeout_seconds), max(1.0, deadline - time.monotonic()))
     try:
-        dns01.publish_txt_records(server, records)
-        timeout = min(float(server.propagation_timeout_seconds), max(1.0, deadline - time.monotonic()))
-        dns01.wait_for_txt_records(server, records, timeout=timeout)
-    except dns01.DnsUpdateError as exc:
-        raise AcmeError(f"DNS-01 update failed: {exc}", error_type="local:dns") from exc
+        dns01.publish_and_wait(target, records, timeout=timeout)
+    except dns01.Dns01Error as exc:
+        raise AcmeError(f"DNS-01: {exc}", error_type="local:dns") from exc
 
 
-def dns_cleanup(order: AcmeOrder, client: AcmeClient | None) -> None:
-    """Remove this order's TXT records (best effort: a leftover TXT is harmless)."""
-    if order.challenge_type != ChallengeType.DNS_01 or order.certificate.dns_server is None:
+def dns_cleanup(order: AcmeOrder) -> None:
+    """Remove the TXT records this process added for ``order`` (best effort: a leftover TXT is harmless)."""
+    records = getattr(order, "_dns_records", None)
+    if not records or order.certificate.dns_server is None:
         return
     from certificates import dns01
 
     try:
-        dns01.remove_txt_records_for(order.certificate.dns_server, order.domains)
-    except Exception:  # noqa: BLE001 — cleanup must not hide the order's own outcome
+        dns01.remove_txt_records(dns01.UpdateTarget.from_model(order.certificate.dns_server), records)
+    except dns01.Dns01Error:
         logger.warning("order %s: DNS-01 cleanup failed", order.pk, exc_info=True)

@@ -139,7 +139,6 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
 
 
 def _issue(cert: Certificate, order: AcmeOrder, account: AcmeAccount) -> int:
-    client: AcmeClient | None = None
     try:
         client = AcmeClient(account)
         fullchain = drive_order(order, client, profile=cert.profile or account.profile)
@@ -149,7 +148,7 @@ def _issue(cert: Certificate, order: AcmeOrder, account: AcmeAccount) -> int:
             raise AcmeError(f"issued certificate rejected by validation ({exc.reason}): {exc}",
                             error_type=f"local:validation:{exc.reason}") from exc
     finally:
-        dns_cleanup(order, client)
+        dns_cleanup(order)
     with transaction.atomic():
         version, created = store_version(cert, source=VersionSource.ACME, leaf_pem=leaf, chain_pem=chain,
                                          key_pem=order.key_pem or "", info=info, account=account, order=order)
