@@ -190,7 +190,7 @@ def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float)
     server = order.certificate.dns_server
     assert server is not None
     target = dns01.UpdateTarget.from_model(server)
-    records = [(c.domain, c.dns_txt_value) for c in challenges]
+    records = [(("*." if c.wildcard else "") + c.domain, c.dns_txt_value) for c in challenges]
     order._dns_records = records  # type: ignore[attr-defined]  # for cleanup; a crash leaves harmless TXTs
     timeout = min(float(server.propagation_timeout_seconds), max(1.0, deadline - time.monotonic()))
     try:
