@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from django.utils import timezone
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 from google.protobuf.message import DecodeError
 
@@ -101,7 +102,8 @@ class PushServicer:
             if writer:
                 writer.cancel()
             if st is not None and self.hub.detach(st):
-                await in_thread(store.mark_disconnected, st.instance_pk, self.hub.replica)
+                # recorded, not awaited: this task may be cancelled (client gone) and must not block here
+                self.hub.record(store.Event("disconnect", st.instance_pk, "", 0, at=timezone.now()))
 
     async def _hello(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> StreamState:
         if not hello.instance_id or len(hello.instance_id) > 128:

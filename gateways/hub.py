@@ -248,10 +248,10 @@ class Hub:
         events, self._events = self._events, []
         if not events:
             return
-        types = sorted({e.resource_type for e in events if e.kind != "sent"})
+        types = sorted({e.resource_type for e in events if e.kind in ("ack", "nack")})
         start = time.perf_counter()
         try:
-            await in_thread(store.flush_events, events)
+            await in_thread(store.flush_events, events, self.replica)
         except Exception:
             logger.exception("writing %d push events failed; retrying", len(events))
             self._events = events + self._events

@@ -92,7 +92,7 @@ def _pg() -> bool:
 
 @dataclass
 class Event:
-    kind: str                 # "sent", "ack", "nack"
+    kind: str                 # "sent", "ack", "nack", "disconnect"
     instance_pk: int
     resource_type: str
     version: int
@@ -102,11 +102,15 @@ class Event:
     converge_seconds: float | None = None
 
 
-def flush_events(events: list[Event]) -> None:
+def flush_events(events: list[Event], replica: str) -> None:
     """Apply a batch of sent/ack/nack events in one transaction (bulk upserts, latest event per row wins)."""
     by_kind: dict[str, dict[tuple[int, str], Event]] = {"sent": {}, "ack": {}, "nack": {}}
+    gone: list[int] = []
     for e in events:
-        by_kind[e.kind][(e.instance_pk, e.resource_type)] = e
+        if e.kind == "disconnect":
+            gone.append(e.instance_pk)
+        else:
+            by_kind[e.kind][(e.instance_pk, e.resource_type)] = e
     fields = {
         "sent": ["sent_version", "sent_nonce", "sent_at"],
         "ack": ["acked_version", "acked_at", "last_converge_seconds"],
@@ -128,6 +132,10 @@ def flush_events(events: list[Event]) -> None:
                 objs.append(st)
             InstanceResourceState.objects.bulk_create(
                 objs, update_conflicts=True, unique_fields=["instance", "resource_type"], update_fields=fields[kind])
+        if gone:
+            now = timezone.now()
+            GatewayInstance.objects.filter(pk__in=gone, replica=replica).update(
+                connected=False, disconnected_at=now, last_seen=now)
 
 
 def mark_disconnected(instance_pk: int, replica: str) -> None:
