@@ -18,7 +18,7 @@ from django.utils import timezone
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from . import metrics, store
+from . import metrics, pki, store
 from .hub import Hub, StreamState, in_thread
 from .resources import RESOURCE_TYPES
 
@@ -32,6 +32,12 @@ class StreamError(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
         self.code, self.details = code, details
+
+
+def client_fingerprint(context: grpc.aio.ServicerContext) -> str:
+    auth = context.auth_context() or {}
+    pem = auth.get("x509_pem_cert") or []
+    return pki.fingerprint_of_pem(pem[0]) if pem else ""
 
 
 def client_identity(context: grpc.aio.ServicerContext) -> str:
@@ -73,7 +79,6 @@ class PushServicer:
 
     async def stream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         st: StreamState | None = None
-        writer: asyncio.Task[None] | None = None
         try:
             try:
                 first = await asyncio.wait_for(context.read(), self.hello_timeout)
@@ -87,23 +92,46 @@ class PushServicer:
                 raise StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"the first message must be Hello, got {msg.WhichOneof('msg') or 'nothing'}")
             st = await self._hello(msg.hello, context)
-            writer = asyncio.create_task(self._write(st, context))
-            while True:
-                raw = await context.read()
-                if raw is grpc.aio.EOF:
-                    return
-                self._handle(st, _parse(raw))
+            # Only the writer touches the call from here on (one send at a time, then the final status);
+            # the reader hands it errors through the queue.
+            reader = asyncio.create_task(self._read(st, context))
+            try:
+                await self._write(st, context)
+            finally:
+                reader.cancel()
         except StreamError as exc:
             metrics.REJECTED_STREAMS.labels(exc.code.name).inc()
-            if writer:
-                writer.cancel()
             await context.abort(exc.code, exc.details)
         finally:
-            if writer:
-                writer.cancel()
             if st is not None and self.hub.detach(st):
                 # recorded, not awaited: this task may be cancelled (client gone) and must not block here
                 self.hub.record(store.Event("disconnect", st.instance_pk, "", 0, at=timezone.now()))
+
+    async def _read(self, st: StreamState, context: grpc.aio.ServicerContext) -> None:
+        try:
+            while True:
+                raw = await context.read()
+                if raw is grpc.aio.EOF:
+                    st.queue.put_nowait(None)
+                    return
+                self._handle(st, _parse(raw))
+        except StreamError as exc:
+            st.queue.put_nowait(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the message was larger than allowed: let the writer end the call
+            st.queue.put_nowait(exc)
+
+    async def _write(self, st: StreamState, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            item = await st.queue.get()
+            if item is None:
+                return
+            if isinstance(item, StreamError):
+                raise item
+            if isinstance(item, BaseException):
+                raise StreamError(grpc.StatusCode.INTERNAL, f"stream failed: {type(item).__name__}")
+            await context.write(item)
 
     async def _hello(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> StreamState:
         if not hello.instance_id or len(hello.instance_id) > 128:
@@ -115,6 +143,9 @@ class PushServicer:
         known = dict(hello.known_versions)
         for rtype in known:
             _check_type(rtype)
+        fingerprint = client_fingerprint(context)
+        if fingerprint and await in_thread(store.is_revoked, fingerprint):
+            raise StreamError(grpc.StatusCode.PERMISSION_DENIED, "client certificate revoked; issue a new one")
         reg = await in_thread(store.register_hello, hello.instance_id, group, hello.agent_version,
                               client_identity(context), context.peer(), self.hub.replica, known)
         st = StreamState(hello.instance_id, reg.instance_pk, reg.group_id, reg.group_name)
@@ -142,11 +173,6 @@ class PushServicer:
             err = "empty GatewayMessage"
         if err:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, err)
-
-    async def _write(self, st: StreamState, context: grpc.aio.ServicerContext) -> None:
-        while True:
-            data = await st.queue.get()
-            await context.write(data)
 
     async def fetch(self, request: pb.FetchResourceRequest, context: grpc.aio.ServicerContext) -> Any:
         if request.type not in RESOURCE_TYPES:

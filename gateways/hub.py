@@ -53,7 +53,7 @@ class StreamState:
     instance_pk: int
     group_id: int
     group_name: str
-    queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # bytes, or None/error: end
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent or already run
     parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
     outstanding: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # type -> (version, nonce, created)

@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from .models import GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
+from .models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
 from .resources import RESOURCE_TYPES, update_message
 from .services import desired_version, ensure_group
 
@@ -151,6 +151,10 @@ def heartbeat(replica: str) -> None:
 def release_replica(replica: str) -> None:
     GatewayInstance.objects.filter(replica=replica, connected=True).update(
         connected=False, disconnected_at=timezone.now())
+
+
+def is_revoked(fingerprint: str) -> bool:
+    return GatewayCredential.objects.filter(fingerprint_sha256=fingerprint, revoked_at__isnull=False).exists()
 
 
 def group_by_name(name: str) -> GatewayGroup | None:

@@ -28,6 +28,7 @@ class Pki:
     ca: Path
     server_cert: Path
     server_key: Path
+    _issued: dict[str, pki.Issued] = field(default_factory=dict)
 
     @classmethod
     def create(cls, d: Path) -> Pki:
@@ -37,11 +38,13 @@ class Pki:
         return cls(d, d / "ca.crt", d / "server.crt", d / "server.key")
 
     def client(self, name: str) -> tuple[Path, Path, pki.Issued]:
-        ca_cert, ca_key = pki.ensure_ca(self.ca, self.dir / "ca.key")
-        issued = pki.issue(ca_cert, ca_key, name)
+        """The client certificate for ``name`` (issued once, then reused)."""
         out = self.dir / "clients"
-        pki.write_bundle(out, name, issued, self.ca.read_bytes())
-        return out / f"{name}.crt", out / f"{name}.key", issued
+        if name not in self._issued:
+            ca_cert, ca_key = pki.ensure_ca(self.ca, self.dir / "ca.key")
+            self._issued[name] = pki.issue(ca_cert, ca_key, name)
+            pki.write_bundle(out, name, self._issued[name], self.ca.read_bytes())
+        return out / f"{name}.crt", out / f"{name}.key", self._issued[name]
 
     def channel(self, port: int, name: str | None = None) -> grpc.Channel:
         cert = key = None
