@@ -1,0 +1,67 @@
+"""The agent validates before writing and puts every previous file back when a step fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gateway_worker.v1 import gateway_worker_pb2 as pb
+
+from gateway_agent.apply import Applier, ApplyError
+from gateway_agent.config import AgentConfig
+from gateways.resources import serialize, to_message
+from gateways.testing import cert_entry
+
+
+def update(rtype: str, data: dict, version: int = 1) -> pb.ResourceUpdate:
+    msg = to_message(rtype, data)
+    _, checksum = serialize(msg)
+    u = pb.ResourceUpdate(type=rtype, version=version, nonce="n", checksum=checksum)
+    getattr(u, rtype).MergeFrom(msg)
+    return u
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> AgentConfig:
+    return AgentConfig(state_dir=str(tmp_path / "s"), cert_dir=str(tmp_path / "certs"),
+                       challenge_dir=str(tmp_path / "ch"), rules_file=str(tmp_path / "waf-rules.yaml"))
+
+
+def test_key_that_does_not_match_is_rejected_and_nothing_written(cfg: AgentConfig, tmp_path: Path) -> None:
+    good, _ = cert_entry(["a.test"])
+    Applier(cfg).apply(update("certificates", {"certificates": [good]}))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "certs").iterdir()}
+    bad, _ = cert_entry(["b.test"])
+    other, _ = cert_entry(["b.test"])
+    bad["key_pem"] = other["key_pem"]
+    with pytest.raises(ApplyError, match="private key does not match"):
+        Applier(cfg).apply(update("certificates", {"certificates": [bad]}, 2))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "certs").iterdir()} == before
+
+
+def test_garbage_pem_and_bad_names_are_rejected(cfg: AgentConfig) -> None:
+    entry, _ = cert_entry(["a.test"])
+    with pytest.raises(ApplyError, match="not a PEM certificate"):
+        Applier(cfg).apply(update("certificates", {"certificates": [{**entry, "cert_pem": "nope"}]}))
+    with pytest.raises(ApplyError, match="invalid domain"):
+        Applier(cfg).apply(update("certificates", {"certificates": [{**entry, "domains": ["../etc/passwd"]}]}))
+    with pytest.raises(ApplyError, match="invalid ACME token"):
+        Applier(cfg).apply(update("acme_challenges", {"challenges": [
+            {"domain": "a.test", "token": "../x", "key_authorization": "../x.y"}]}))
+
+
+def test_failed_check_restores_previous_rules(cfg: AgentConfig, tmp_path: Path) -> None:
+    Applier(cfg).apply(update("waf_rules", {"name": "waf-rules.yaml", "content": "rules: [1]\n"}))
+    cfg.check_command = ["sh", "-c", "echo syntax error >&2; exit 1"]
+    with pytest.raises(ApplyError, match="check command exited 1: syntax error"):
+        Applier(cfg).apply(update("waf_rules", {"name": "waf-rules.yaml", "content": "rules: [2]\n"}, 2))
+    assert (tmp_path / "waf-rules.yaml").read_text() == "rules: [1]\n"
+    with pytest.raises(ApplyError, match="not valid YAML"):
+        Applier(cfg).apply(update("waf_rules", {"name": "waf-rules.yaml", "content": "rules: [\n"}, 3))
+
+
+def test_checksum_mismatch_is_rejected(cfg: AgentConfig) -> None:
+    u = update("waf_rules", {"name": "waf-rules.yaml", "content": "a: 1\n"})
+    u.checksum = "0" * 64
+    with pytest.raises(ApplyError, match="checksum mismatch"):
+        Applier(cfg).apply(u)
