@@ -101,3 +101,23 @@ def test_purge_task_is_routed_to_maintenance() -> None:
 
     assert task.name == "audit.purge_job_history"
     assert app.amqp.router.route({}, task.name)["queue"].name == "maintenance"
+
+
+def test_each_queue_receives_only_its_own_messages(settings) -> None:
+    """Real publishes to the Redis broker: a task routed to one queue lands in that list and no other."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    from worker_project.celery import QUEUES
+
+    for queue in QUEUES:
+        client.delete(queue)
+    try:
+        for queue in QUEUES:
+            add.apply_async((1, 2), queue=queue)
+            depths = {q: client.llen(q) for q in QUEUES}
+            assert depths[queue] == 1 and sum(depths.values()) == 1, f"publish to {queue}: {depths}"
+            client.delete(queue)
+    finally:
+        for queue in QUEUES:
+            client.delete(queue)

@@ -133,3 +133,12 @@ def test_beat_fires_heartbeat_from_database_schedule(tmp_path: Path, settings) -
     assert run is not None, f"no heartbeat run recorded; beat said:\n{output[-3000:]}"
     assert run.task_name == "audit.beat_heartbeat" and run.queue == queue
     assert heartbeat_age_seconds() < 60
+
+
+@pytest.mark.django_db
+def test_float_interval_from_settings_does_not_drift() -> None:
+    job = PeriodicJob(name="float", task="audit.beat_heartbeat", queue="maintenance", every_seconds=30.0)
+    assert str(sync_schedules([job])[0]) == "created   float: every 30s"
+    assert sync_schedules([job])[0].action == "unchanged"
+    with pytest.raises(ValueError, match="whole number"):
+        PeriodicJob(name="x", task="t", queue="q", every_seconds=0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "worker_project.settings")
 
@@ -13,5 +13,8 @@ QUEUES = ("certificates", "config", "logs", "analytics", "integrations", "mainte
 
 app = Celery("worker_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in QUEUES]
+# Each queue gets its own exchange and routing key. A bare Queue(name) inherits the default ones ("maintenance"),
+# binding all six queues under one key: Celery's own publishes go straight to the queue and are unaffected, but
+# anything publishing by exchange (and the worker's banner, and Flower) would see every queue as "maintenance".
+app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 app.autodiscover_tasks()

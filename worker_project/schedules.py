@@ -29,7 +29,7 @@ class PeriodicJob:
     name: str
     task: str
     queue: str
-    every_seconds: int | None = None
+    every_seconds: float | None = None  # whole seconds
     crontab: str | None = None  # "minute hour day-of-month month-of-year day-of-week", UTC
     expires_seconds: int | None = None  # drop a run not started by then (just under the period)
     description: str = ""
@@ -40,13 +40,13 @@ class PeriodicJob:
             raise ValueError(f"periodic job {self.name!r}: name, task and queue are required")
         if (self.every_seconds is None) == (self.crontab is None):
             raise ValueError(f"periodic job {self.name!r}: give exactly one of every_seconds or crontab")
-        if self.every_seconds is not None and self.every_seconds < 1:
-            raise ValueError(f"periodic job {self.name!r}: every_seconds must be positive")
+        if self.every_seconds is not None and (self.every_seconds < 1 or self.every_seconds != int(self.every_seconds)):
+            raise ValueError(f"periodic job {self.name!r}: every_seconds must be a whole number of seconds >= 1")
         if self.crontab is not None and len(self.crontab.split()) != 5:
             raise ValueError(f"periodic job {self.name!r}: crontab {self.crontab!r} needs 5 fields")
 
     def schedule_text(self) -> str:
-        return f"every {self.every_seconds}s" if self.every_seconds is not None else f"crontab {self.crontab} UTC"
+        return f"every {self.every_seconds:g}s" if self.every_seconds is not None else f"crontab {self.crontab} UTC"
 
 
 @dataclass
@@ -79,9 +79,9 @@ def _schedule_of_job(job: PeriodicJob) -> dict[str, Any]:
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule
 
     if job.every_seconds is not None:
-        interval = IntervalSchedule.objects.filter(every=job.every_seconds, period=IntervalSchedule.SECONDS).first()
-        interval = interval or IntervalSchedule.objects.create(every=job.every_seconds,
-                                                               period=IntervalSchedule.SECONDS)
+        every = int(job.every_seconds)  # a float from settings (30.0) is fine as long as it is whole
+        interval = IntervalSchedule.objects.filter(every=every, period=IntervalSchedule.SECONDS).first()
+        interval = interval or IntervalSchedule.objects.create(every=every, period=IntervalSchedule.SECONDS)
         return {"interval": interval, "crontab": None, "solar": None, "clocked": None}
     assert job.crontab is not None
     minute, hour, dom, month, dow = job.crontab.split()
