@@ -1,0 +1,292 @@
+"""Admin for certificates: what is served and until when, every attempt and its error, and the three actions
+(renew now, revoke, roll back), each in the audit trail. Private keys are never shown."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from certificates import x509
+from certificates.acme_client import generate_account_key
+from certificates.models import (
+    AcmeAccount,
+    AcmeOrder,
+    Certificate,
+    CertificateIssuer,
+    CertificateVersion,
+    ChallengeType,
+    DnsUpdateServer,
+)
+from certificates.services import seams
+from certificates.services.renewal import clear_backoff
+from certificates.services.versions import RollbackError, rollback
+from worker_project.admin_base import ReadOnlyAdmin, ReadOnlyInline
+
+
+def _secret_field(help_text: str) -> forms.CharField:
+    return forms.CharField(required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+                           help_text=help_text + " Leave empty to keep the current one.")
+
+
+# ---- accounts and DNS servers (secrets write-only) ------------------------------------------------------------
+
+class AcmeAccountForm(forms.ModelForm):
+    new_eab_hmac_key = _secret_field("EAB HMAC key (base64url), if the CA requires External Account Binding.")
+
+    class Meta:
+        model = AcmeAccount
+        fields = ("name", "directory_url", "contact_email", "eab_kid", "tls_ca_bundle", "trust_roots_pem",
+                  "profile")
+
+    def save(self, commit: bool = True) -> AcmeAccount:
+        account = super().save(commit=False)
+        if not account.key_pem:
+            account.key_pem = generate_account_key()  # created here, never displayed
+        if self.cleaned_data.get("new_eab_hmac_key"):
+            account.eab_hmac_key = self.cleaned_data["new_eab_hmac_key"]
+        if commit:
+            account.save()
+        return account
+
+
+@admin.register(AcmeAccount)
+class AcmeAccountAdmin(admin.ModelAdmin):
+    form = AcmeAccountForm
+    list_display = ("name", "directory_url", "registered", "eab_kid", "contact_email", "created_at")
+    search_fields = ("name", "directory_url")
+    readonly_fields = ("account_url", "terms_agreed", "created_at", "updated_at")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name", "directory_url", "contact_email", "eab_kid", "new_eab_hmac_key", "tls_ca_bundle",
+                "trust_roots_pem", "profile", *self.readonly_fields]
+
+    @admin.display(boolean=True)
+    def registered(self, obj: AcmeAccount) -> bool:
+        return bool(obj.account_url)
+
+
+class DnsUpdateServerForm(forms.ModelForm):
+    new_tsig_secret = _secret_field("TSIG secret (base64, as in named.conf).")
+
+    class Meta:
+        model = DnsUpdateServer
+        fields = ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "propagation_timeout_seconds")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not (self.instance.pk and self.instance.tsig_secret) and not data.get("new_tsig_secret"):
+            raise forms.ValidationError("a TSIG secret is required")
+        return data
+
+    def save(self, commit: bool = True) -> DnsUpdateServer:
+        server = super().save(commit=False)
+        if self.cleaned_data.get("new_tsig_secret"):
+            server.tsig_secret = self.cleaned_data["new_tsig_secret"]
+        if commit:
+            server.save()
+        return server
+
+
+@admin.register(DnsUpdateServer)
+class DnsUpdateServerAdmin(admin.ModelAdmin):
+    form = DnsUpdateServerForm
+    list_display = ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "new_tsig_secret",
+                "propagation_timeout_seconds"]
+
+
+# ---- certificates -------------------------------------------------------------------------------------------
+
+class CertificateForm(forms.ModelForm):
+    """Bad input is refused here with the reason, before any order is placed."""
+
+    class Meta:
+        model = Certificate
+        fields = ("name", "domains", "key_type", "challenge_type", "dns_server", "gateway_group", "profile",
+                  "auto_renew")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        domains = data.get("domains")
+        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
+            raise forms.ValidationError({"domains": 'a JSON list of names, e.g. ["example.com", "www.example.com"]'})
+        normalized = []
+        for name in domains:
+            try:
+                normalized.append(x509.validate_domain_name(name))
+            except x509.DomainNameError as exc:
+                raise forms.ValidationError({"domains": f"{name!r}: {exc}"}) from exc
+        if data.get("challenge_type") == ChallengeType.HTTP_01 and any(d.startswith("*.") for d in normalized):
+            raise forms.ValidationError({"challenge_type": "wildcard names need dns-01"})
+        if data.get("challenge_type") == ChallengeType.DNS_01 and not data.get("dns_server"):
+            raise forms.ValidationError({"dns_server": "dns-01 needs a DNS update server"})
+        data["domains"] = normalized
+        return data
+
+    def save(self, commit: bool = True) -> Certificate:
+        cert = super().save(commit=False)
+        cert.common_name = cert.domains[0]
+        if cert.renew_after is None:
+            cert.renew_after = timezone.now()  # a new certificate is due at once
+        if commit:
+            cert.save()
+        return cert
+
+
+class IssuerInline(admin.TabularInline):
+    model = CertificateIssuer
+    extra = 1
+    fields = ("account", "priority")
+
+
+class OrderInline(ReadOnlyInline):
+    model = AcmeOrder
+    fields = ("started_at", "account", "status", "error_type", "error", "finished_at")
+    readonly_fields = fields
+    ordering = ("-started_at",)
+    max_num = 10
+
+
+class VersionInline(ReadOnlyInline):
+    model = CertificateVersion
+    fk_name = "certificate"
+    fields = ("created_at", "source", "serial_hex", "not_after", "retired_at", "revoked_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    max_num = 10
+
+
+@admin.register(Certificate)
+class CertificateAdmin(admin.ModelAdmin):
+    form = CertificateForm
+    list_display = ("name", "common_name", "status", "not_after", "days_left", "issuer", "last_attempt_at",
+                    "short_error")
+    list_filter = ("state", "auto_renew", "challenge_type", "key_type", "gateway_group")
+    search_fields = ("name", "common_name")
+    list_select_related = ("current_version",)
+    readonly_fields = ("state", "current_version", "not_after", "renew_after", "next_attempt_at",
+                       "consecutive_failures", "last_attempt_at", "last_error")
+    inlines = [IssuerInline, VersionInline, OrderInline]
+    actions = ["renew_now", "revoke_current", "roll_back"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Certificate]:
+        return super().get_queryset(request).prefetch_related("issuers")
+
+    @admin.display(description="state", ordering="state")
+    def status(self, obj: Certificate) -> str:
+        if obj.not_after is not None and obj.not_after <= timezone.now():
+            return "expired"
+        return obj.state
+
+    @admin.display(description="days left", ordering="not_after")
+    def days_left(self, obj: Certificate) -> str:
+        if obj.not_after is None:
+            return "—"
+        return f"{(obj.not_after - timezone.now()) / dt.timedelta(days=1):.1f}"
+
+    @admin.display(description="issuer")
+    def issuer(self, obj: Certificate) -> str:
+        issuers = list(obj.issuers.all())
+        return issuers[0].name if issuers else "—"
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Certificate) -> str:
+        return (obj.last_error[:120] + "…") if len(obj.last_error) > 120 else obj.last_error
+
+    def save_model(self, request: HttpRequest, obj: Certificate, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        seams.record("certificate.changed" if change else "certificate.created", obj, actor=request.user,
+                     summary=f"{obj.name}: {', '.join(obj.domains)}",
+                     after={"domains": obj.domains, "challenge_type": obj.challenge_type, "key_type": obj.key_type})
+
+    @admin.action(description="Renew now (skip the backoff)")
+    def renew_now(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
+        from certificates.tasks import renew_certificate
+
+        for cert in queryset:
+            clear_backoff(cert, actor=request.user)
+            pk = cert.pk
+            transaction.on_commit(lambda pk=pk: renew_certificate.delay(pk, force=True))
+        self.message_user(request, f"Renewal enqueued for {queryset.count()} certificate(s).")
+
+    @admin.action(description="Revoke the current version at the CA")
+    def revoke_current(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
+        from certificates.tasks import revoke_version
+
+        sent = 0
+        for cert in queryset.select_related("current_version"):
+            version = cert.current_version
+            if version is None or version.account_id is None or version.revoked_at is not None:
+                self.message_user(request, f"{cert.name}: nothing revocable is current", messages.WARNING)
+                continue
+            seams.record("certificate.revoke.requested", cert, actor=request.user,
+                         summary=f"{cert.name}: revoke {version.serial_hex}", after={"version_id": version.pk})
+            username = getattr(request.user, "username", "admin")
+            transaction.on_commit(lambda pk=version.pk, u=username: revoke_version.delay(pk, "unspecified", u))
+            sent += 1
+        if sent:
+            self.message_user(request, f"Revocation enqueued for {sent} version(s).")
+
+    @admin.action(description="Roll back to the previous valid version")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
+        now = timezone.now()
+        for cert in queryset:
+            previous = (CertificateVersion.objects.filter(certificate=cert, revoked_at__isnull=True,
+                                                          not_after__gt=now)
+                        .exclude(pk=cert.current_version_id).exclude(source="temporary")
+                        .order_by("-created_at").first())
+            if previous is None:
+                self.message_user(request, f"{cert.name}: no older valid version", messages.WARNING)
+                continue
+            try:
+                rollback(cert, previous, actor=request.user)
+            except RollbackError as exc:
+                self.message_user(request, f"{cert.name}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{cert.name}: now serving {previous.serial_hex}")
+
+
+@admin.register(CertificateVersion)
+class CertificateVersionAdmin(ReadOnlyAdmin):
+    list_display = ("certificate", "source", "serial_hex", "not_before", "not_after", "account", "created_at",
+                    "retired_at", "revoked_at")
+    list_filter = ("source", "key_type")
+    search_fields = ("certificate__name", "serial_hex", "fingerprint_sha256")
+    list_select_related = ("certificate", "account")
+    exclude = ("key_pem",)  # never shown
+    actions = ["make_current"]
+
+    @admin.action(description="Roll back: make this version current")
+    def make_current(self, request: HttpRequest, queryset: QuerySet[CertificateVersion]) -> None:
+        for version in queryset.select_related("certificate"):
+            try:
+                rollback(version.certificate, version, actor=request.user)
+            except RollbackError as exc:
+                self.message_user(request, f"{version}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{version.certificate.name}: now serving {version.serial_hex}")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AcmeOrder)
+class AcmeOrderAdmin(ReadOnlyAdmin):
+    list_display = ("started_at", "certificate", "account", "status", "error_type", "short_error", "finished_at")
+    list_filter = ("status", "challenge_type", "account")
+    search_fields = ("certificate__name", "error", "order_url")
+    list_select_related = ("certificate", "account")
+    exclude = ("key_pem",)  # never shown
+
+    @admin.display(description="error")
+    def short_error(self, obj: AcmeOrder) -> str:
+        return (obj.error[:160] + "…") if len(obj.error) > 160 else obj.error
