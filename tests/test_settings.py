@@ -40,3 +40,64 @@ def test_database_url_forms(tmp_path):
     assert pg["OPTIONS"] == {"sslmode": "require"}
     with pytest.raises(ImproperlyConfiguredEnv, match="unsupported scheme 'mysql'"):
         parse_database_url("mysql://x/y", tmp_path)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def settings_variables() -> set[str]:
+    import re
+
+    source = (ROOT / "worker_project" / "settings.py").read_text()
+    return set(re.findall(r'env_(?:str|bool|int|float|list)\(\s*"([A-Z0-9_]+)"', source))
+
+
+def test_every_setting_is_documented():
+    names = settings_variables()
+    assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "SENTRY_DSN"} <= names
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    undocumented = sorted(name for name in names if f"`{name}`" not in doc)
+    assert undocumented == [], f"add these to docs/configuration.md: {undocumented}"
+
+
+def test_compose_runs_every_role_from_one_image_on_postgres_and_redis():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"postgres", "redis", "migrate", "web", "worker", "beat", "grpc", "flower"}
+    app_services = {name: s for name, s in services.items() if name not in ("postgres", "redis")}
+    assert {s["image"] for s in app_services.values()} == {"gateway-worker:latest"}
+    assert all(s["build"] == "." for s in app_services.values())
+    for name, service in app_services.items():
+        env = service["environment"]
+        assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://redis:")
+        assert env["WORKER_ENV"] == "production"
+        unknown = set(env) - settings_variables() - {"DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD",
+                                                     "DJANGO_SUPERUSER_EMAIL"}
+        assert unknown == set(), f"{name} sets variables settings does not read: {unknown}"
+        if name != "migrate":
+            assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert "setup_schedules" in " ".join(services["migrate"]["command"])
+    assert "DatabaseScheduler" in " ".join(services["beat"]["command"])
+    assert "-Q" in services["worker"]["command"]
+    assert "--basic-auth" in " ".join(services["flower"]["command"])
+
+
+def test_procfile_and_helm_chart_cover_every_role():
+    import yaml
+
+    procfile = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    assert set(procfile) == {"web", "worker", "beat", "grpc", "flower"}
+    assert "-Q certificates,config,logs,analytics,integrations,maintenance" in procfile["worker"]
+    assert "django_celery_beat.schedulers:DatabaseScheduler" in procfile["beat"]
+
+    chart = ROOT / "deploy" / "helm" / "gateway-worker"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["name"] == "gateway-worker"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert set(values["config"]) <= settings_variables()
+    assert set(values["secrets"]) - {"existingSecret"} <= settings_variables()
+    templates = {p.name for p in (chart / "templates").iterdir()}
+    assert templates >= {"_helpers.tpl", "configmap.yaml", "secret.yaml", "migrate-job.yaml", "web.yaml",
+                         "worker.yaml", "beat.yaml", "grpc.yaml", "flower.yaml", "service.yaml"}
+    assert "replicas: 1" in (chart / "templates" / "beat.yaml").read_text()
