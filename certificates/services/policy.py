@@ -45,12 +45,13 @@ def due_certificates(now: dt.datetime) -> QuerySet[Certificate]:
     (auto_renew AND renew_after <= now): a range scan over due rows only."""
     return Certificate.objects.filter(auto_renew=True, renew_after__lte=now).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
+    ).order_by()  # no sort: the caller only needs the set
 
 
 def retry_ready_certificates(now: dt.datetime) -> QuerySet[Certificate]:
     """Failed certificates whose backoff has passed (index ``cert_retry_idx``), for the frequent retry job."""
-    return Certificate.objects.filter(auto_renew=True, consecutive_failures__gt=0, next_attempt_at__lte=now)
+    return Certificate.objects.filter(auto_renew=True, consecutive_failures__gt=0,
+                                      next_attempt_at__lte=now).order_by()
 
 
 def failover_candidates(now: dt.datetime) -> QuerySet[Certificate]:
@@ -58,4 +59,4 @@ def failover_candidates(now: dt.datetime) -> QuerySet[Certificate]:
     (range over ``cert_not_after_idx``)."""
     horizon = now + dt.timedelta(days=settings.CERT_FAILOVER_DAYS)
     return (Certificate.objects.filter(not_after__lte=horizon, consecutive_failures__gt=0)
-            .exclude(current_version__source="temporary"))
+            .exclude(current_version__source="temporary").order_by())
