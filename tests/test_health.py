@@ -127,3 +127,13 @@ def test_metrics_answer_when_redis_is_down(client, private_redis: RedisServer) -
 def test_metrics_scrape_is_cheap(client, private_redis: RedisServer, django_assert_max_num_queries) -> None:
     with django_assert_max_num_queries(2):  # the job-history GROUP BY (+ a possible session/connection check)
         assert client.get("/metrics").status_code == 200
+
+
+def test_probes_answer_any_host_but_the_admin_does_not(client, settings, private_redis: RedisServer) -> None:
+    """Kubelets and Prometheus reach a pod by IP; the rest of the site keeps ALLOWED_HOSTS."""
+    settings.ALLOWED_HOSTS = ["worker.example.com"]
+    assert client.get("/health", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/ready", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.1.2.3:8000").status_code == 200
+    assert client.get("/admin/", HTTP_HOST="10.1.2.3:8000").status_code == 400
+    assert client.get("/health", HTTP_HOST="worker.example.com").status_code == 200

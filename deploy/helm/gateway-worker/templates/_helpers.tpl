@@ -3,8 +3,6 @@
 {{- define "gw.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}
 {{- define "gw.secretName" -}}{{ .Values.secrets.existingSecret | default (printf "%s-secrets" (include "gw.fullname" .)) }}{{- end -}}
 
-{{- define "gw.probeHost" -}}{{ splitList "," .Values.config.ALLOWED_HOSTS | first | trim | quote }}{{- end -}}
-
 {{- define "gw.labels" -}}
 app.kubernetes.io/name: {{ include "gw.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
