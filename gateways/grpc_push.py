@@ -149,7 +149,7 @@ class PushServicer:
         reg = await in_thread(store.register_hello, hello.instance_id, group, hello.agent_version,
                               client_identity(context), context.peer(), self.hub.replica, known)
         st = StreamState(hello.instance_id, reg.instance_pk, reg.group_id, reg.group_name)
-        st.sent.update({t: v for t, v in known.items() if v})
+        st.known.update({t: v for t, v in known.items() if v})
         st.parked.update(reg.parked)
         welcome = pb.WorkerMessage(welcome=pb.Welcome(replica=self.hub.replica, server_time=int(time.time())))
         st.queue.put_nowait(welcome.SerializeToString())

@@ -54,7 +54,8 @@ class StreamState:
     group_id: int
     group_name: str
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # bytes, or None/error: end
-    sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent or already run
+    known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
+    sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream
     parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
     outstanding: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # type -> (version, nonce, created)
 
@@ -121,8 +122,9 @@ class Hub:
 
     def offer(self, st: StreamState, lv: store.LoadedVersion) -> None:
         rtype = lv.resource_type
-        if lv.version <= st.sent.get(rtype, 0) or st.parked.get(rtype) == lv.version:
-            return  # never the same version twice; a parked (NACKed) version is not resent
+        if lv.version <= st.sent.get(rtype, 0) or st.parked.get(rtype) == lv.version \
+                or st.known.get(rtype) == lv.version:
+            return  # never the same version twice, nor what it runs; a parked (NACKed) version is not resent
         st.sent[rtype] = lv.version
         nonce = f"{self.nonce_prefix}-{lv.version}"
         st.outstanding[rtype] = (lv.version, nonce, lv.created_at.timestamp())

@@ -203,3 +203,36 @@ def test_client_without_valid_certificate_is_refused(state, server_factory, pki,
     with pki.channel(srv.port, "gw-ok") as ch:
         first = next(pb_grpc.PushServiceStub(ch).Stream(iter([hello]), timeout=5))
     assert first.WhichOneof("msg") == "welcome"
+
+
+def test_hello_gets_exactly_what_differs(state, server_factory, pki) -> None:
+    import asyncio
+
+    from gateways.models import GatewayGroup
+
+    srv = server_factory()
+    group = GatewayGroup.objects.create(name="edge")
+    current = {t: publish_desired_state(t, group)[0].pk for t in DEFAULT_STATE}
+    known = dict(current)
+    known["waf_rules"] = current["waf_rules"] - 1000  # stale
+    del known["config"]  # never had one
+    c, k, _ = pki.client("gw-diff")
+
+    async def session() -> list[tuple[str, int]]:
+        creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
+            call = pb_grpc.PushServiceStub(ch).Stream()
+            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id="gw-diff", group="edge",
+                                                              known_versions=known)))
+            got: list[tuple[str, int]] = []
+            try:
+                while True:
+                    msg = await asyncio.wait_for(call.read(), 1.0)
+                    if msg.WhichOneof("msg") == "update":
+                        got.append((msg.update.type, msg.update.version))
+            except TimeoutError:
+                call.cancel()
+            return got
+
+    got = asyncio.run(session())
+    assert sorted(got) == sorted([("config", current["config"]), ("waf_rules", current["waf_rules"])])
