@@ -236,3 +236,38 @@ def test_hello_gets_exactly_what_differs(state, server_factory, pki) -> None:
 
     got = asyncio.run(session())
     assert sorted(got) == sorted([("config", current["config"]), ("waf_rules", current["waf_rules"])])
+
+
+def test_concurrent_challenge_publishes_coalesce(state, server_factory, agents, tmp_path, pki) -> None:
+    """The ACME hot path: many orders publish acme_challenges at once and each waits for the ACKs."""
+    import threading
+
+    from django.db import connection
+
+    srv = server_factory(debounce_seconds=0.05)
+    gw = start_agent(agents, tmp_path, pki, srv.port, "gw-acme", "default")
+    wait_until(lambda: gw.known().get("acme_challenges") == desired("acme_challenges", "default"), message="up")
+    tokens: list[dict[str, str]] = []
+    lock = threading.Lock()
+    state[("acme_challenges", "default")] = {"challenges": tokens}
+    results: list[Any] = []
+
+    def order(i: int) -> None:
+        try:
+            with lock:
+                tokens.append({"domain": f"d{i}.test", "token": f"tok{i}", "key_authorization": f"tok{i}.k"})
+            versions = publish_desired_state("acme_challenges")
+            results.append((i, wait_for_acks(versions, timeout=15)))
+        finally:
+            connection.close()
+
+    before = len([e for e in gw.journal() if e["type"] == "acme_challenges"])
+    threads = [threading.Thread(target=order, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 20 and all(r.ok for _, r in results), results
+    pushes = len([e for e in gw.journal() if e["type"] == "acme_challenges"]) - before
+    assert 1 <= pushes < 20  # coalesced by the debounce: far fewer pushes than publishes
+    assert sorted(p.name for p in (gw.root / "challenges").iterdir()) == sorted(f"tok{i}" for i in range(20))
