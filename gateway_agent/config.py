@@ -1,4 +1,26 @@
-"""Agent configuration: a small YAML file and/or CLI flags (flags win)."""
+"""Agent configuration: a small YAML file and/or CLI flags (flags win).
+
+Example (``gateway-agent --config /etc/gateway-agent.yaml``), for a Gateway reading its certificate cache
+directory plus a plain nginx as the data plane::
+
+    server: worker.internal:50051
+    instance_id: edge-1
+    group: default
+    ca: /etc/gateway-agent/ca.crt          # from `manage.py issue_gateway_cert edge-1 --out DIR`
+    cert: /etc/gateway-agent/edge-1.crt
+    key: /etc/gateway-agent/edge-1.key
+    state_dir: /var/lib/gateway-agent      # versions.json (what it runs) and journal.jsonl
+    cert_dir: /var/lib/gateway/certs       # <domain>.crt (leaf), <domain>.key, <domain>.chain.pem
+    challenge_dir: /var/www/acme-challenge # <token> -> key authorization
+    rules_file: /etc/gateway/waf-rules.yaml
+    config_file: /etc/gateway/gateway.yaml
+    emergency_file: /etc/gateway/emergency-rules.yaml
+    nginx_include: /etc/nginx/conf.d/gateway-tls.conf
+    nginx_listen: "443"
+    nginx_http_listen: "80"
+    check_command: nginx -t
+    reload_command: nginx -s reload
+"""
 
 from __future__ import annotations
 
