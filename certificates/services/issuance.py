@@ -178,7 +178,10 @@ def _publish_http01(order: AcmeOrder, challenges: list[Challenge]) -> None:
         ignore_conflicts=True,  # a resumed order re-stores the same tokens
     )
     versions = seams.publish("acme_challenges", order.certificate.gateway_group)
+    started = time.monotonic()
     ok, reason = seams.wait_for_acks(versions, CHALLENGE_ACK_TIMEOUT)
+    logger.debug("order %s: challenge versions %s acked=%s in %.3fs", order.pk, [v.pk for v in versions], ok,
+                 time.monotonic() - started)
     if not ok:
         raise AcmeError(f"the Gateways did not take the challenge tokens: {reason}", error_type="local:push")
 

@@ -54,6 +54,8 @@ def wait_for_acks(versions: list[Any], timeout: float) -> tuple[bool, str]:
     except ImportError:
         return True, ""
     result = wait(versions, timeout)
+    if getattr(result, "instances", None) == 0:  # "all connected ACKed" is vacuous: nobody serves the token
+        return False, "no Gateway instance is connected to serve the HTTP-01 tokens"
     ok = bool(getattr(result, "ok", result))
     if ok:
         return True, ""

@@ -1,0 +1,260 @@
+"""Benchmark: renew N certificates (default 200) end to end on real components, then the two baselines on the
+same Pebble and nginx in the same run.
+
+Ours: a real ``celery worker -Q certificates -P threads -c C`` runs one ``certificates.renew_certificate`` per
+certificate; each order's HTTP-01 tokens go through ``publish_desired_state("acme_challenges")`` → ``run_grpc`` →
+``gateway-agent`` → files nginx serves → ACK, then Pebble validates against nginx (PEBBLE_VA_NOSLEEP=1,
+PEBBLE_AUTHZREUSE=0). The clock stops when every certificate has its new version AND the agent has ACKed the
+certificates state that holds all of them; afterwards a TLS handshake per name checks nginx serves the new serial.
+
+Baselines (bench/baselines.py): certbot one ``certonly --webroot`` per certificate, lego 8 at a time.
+
+    python bench/renew_certificates.py [--count 200] [--concurrency 32] [--baseline-count N] [--skip-baselines]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_DB = "postgres://postgres:postgres@127.0.0.1:5432/gw_bench_renew"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
+
+
+def _recreate_database(url: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    base, name = url.rsplit("/", 1)
+    conn = psycopg2.connect(base + "/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _old_versions(certs: list, days_left: int = 20) -> None:  # type: ignore[type-arg]
+    """Give every certificate a current (imported, CA-looking) version expiring in ``days_left`` days."""
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from certificates import x509
+    from certificates.models import Certificate, CertificateVersion
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    issuer = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "previous CA")])
+    for cert in certs:
+        key_pem = x509.generate_private_key("ec256")
+        key = serialization.load_pem_private_key(key_pem.encode(), None)
+        leaf = (cx509.CertificateBuilder()
+                .subject_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, cert.domains[0])]))
+                .issuer_name(issuer).public_key(key.public_key()).serial_number(cx509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=70)).not_valid_after(now + dt.timedelta(days=days_left))
+                .add_extension(cx509.SubjectAlternativeName([cx509.DNSName(d) for d in cert.domains]), False)
+                .sign(ca_key, hashes.SHA256()))
+        pem = leaf.public_bytes(serialization.Encoding.PEM).decode()
+        info = x509.certificate_info(pem)
+        version = CertificateVersion.objects.create(
+            certificate=cert, source="imported", serial_hex=info.serial_hex,
+            fingerprint_sha256=info.fingerprint_sha256, subject=info.subject, issuer_dn=info.issuer_dn,
+            domains=info.domains, not_before=info.not_before, not_after=info.not_after, cert_pem=pem,
+            key_pem=key_pem, key_type="ec256")
+        Certificate.objects.filter(pk=cert.pk).update(current_version=version, not_after=info.not_after,
+                                                      state="valid", renew_after=now - dt.timedelta(minutes=1))
+
+
+def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str, str]) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    from cryptography import x509 as cx509
+
+    from certificates.acme_client import generate_account_key
+    from certificates.models import AcmeAccount, AcmeOrder, Certificate, CertificateIssuer
+    from certificates.tasks import renew_certificate
+    from gateways.models import GatewayGroup
+    from gateways.services import desired_version, publish_desired_state, wait_for_acks
+    from gateways.testing import AgentProcess, Pki, agent_settings, wait_until
+    from tests.peers.nginx import free_port
+
+    pki = Pki.create(work / "pki")
+    grpc_port = free_port()
+    grpc_env = {**env, "GRPC_TLS_CERT": str(pki.server_cert), "GRPC_TLS_KEY": str(pki.server_key),
+                "GRPC_CA_CERT": str(pki.ca), "PUSH_DEBOUNCE_SECONDS": "0.02"}
+    grpc_log = work / "run_grpc.log"
+    grpc = subprocess.Popen([sys.executable, "manage.py", "run_grpc", "--bind", f"127.0.0.1:{grpc_port}",
+                             "--metrics-port", "0"],
+                            cwd=ROOT, env=grpc_env, stdout=grpc_log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    wait_until(lambda: _listening(grpc_port) or grpc.poll() is not None, timeout=30, message="run_grpc listening")
+    if grpc.poll() is not None:
+        raise RuntimeError(f"run_grpc exited: {grpc_log.read_text()[-2000:]}")
+    agent = AgentProcess(work / "agent", agent_settings(
+        work / "agent", pki, grpc_port, "edge-1", "default", challenge_dir=str(nginx.challenge_dir),
+        nginx_include=str(nginx.tls_include), nginx_listen=nginx.https_listen,
+        nginx_http_listen=f"127.0.0.1:{nginx.http_port}", check_command=nginx.check_command,
+        reload_command=nginx.reload_command)).start()
+    worker = None
+    try:
+        wait_until(lambda: agent.known().get("certificates"), timeout=30, message="agent connected")
+        _progress("agent connected")
+        group = GatewayGroup.objects.get(name="default")
+        account = AcmeAccount.objects.create(
+            name="bench", directory_url=pebble.directory_url, key_pem=generate_account_key(),
+            tls_ca_bundle=pebble.ca_bundle, trust_roots_pem=pebble.roots_pem())
+        run = os.urandom(3).hex()
+        certs = []
+        for i in range(args.count):
+            domain = f"ours-{run}-{i}.example.test"
+            cert = Certificate.objects.create(name=f"ours-{run}-{i}", common_name=domain, domains=[domain])
+            CertificateIssuer.objects.create(certificate=cert, account=account, priority=0)
+            certs.append(cert)
+        _old_versions(certs)
+        assert wait_for_acks(publish_desired_state("certificates"), timeout=120).ok, "initial push not ACKed"
+        _progress(f"{len(certs)} certificates with expiring versions pushed and ACKed")
+
+        worker_log = work / "celery.log"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker_project", "worker", "-Q", "certificates", "-P", "threads",
+             "-c", str(args.concurrency), "-n", "bench@%h", "--without-heartbeat", "--without-mingle",
+             "--without-gossip", "-l", "WARNING"],
+            cwd=ROOT, env={**env, "CELERY_PREFETCH_MULTIPLIER": "4"}, stdout=worker_log.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(1.0)
+        from worker_project.celery import app
+
+        wait_until(lambda: app.control.ping(timeout=0.5), timeout=60, message="celery worker ready")
+
+        _progress("celery worker ready; renewing")
+        ids = [c.pk for c in certs]
+        start = time.perf_counter()
+        for pk in ids:
+            renew_certificate.delay(pk)
+        while Certificate.objects.filter(pk__in=ids, current_version__source="acme").count() < len(ids):
+            if time.perf_counter() - start > args.timeout:
+                break
+            time.sleep(0.05)
+        issued_at = time.perf_counter() - start
+        issued = Certificate.objects.filter(pk__in=ids, current_version__source="acme").count()
+        _progress(f"{issued} issued in {issued_at:.2f}s; waiting for the ACK")
+        ack = wait_for_acks([desired_version("certificates", group)], timeout=120)
+        acked_at = time.perf_counter() - start
+
+        served = 0
+        for cert in Certificate.objects.filter(pk__in=ids).select_related("current_version"):
+            der = nginx.peer_certificate(cert.domains[0])
+            if format(cx509.load_der_x509_certificate(der).serial_number, "x") == cert.current_version.serial_hex:
+                served += 1
+        failed_orders = AcmeOrder.objects.filter(certificate_id__in=ids, status="failed").count()
+        return {
+            "tool": f"gateway-worker (celery -P threads -c {args.concurrency})", "certificates": len(ids),
+            "issued": issued, "served_by_nginx": served, "failed_orders": failed_orders, "acked": bool(ack.ok),
+            "seconds_to_all_issued": round(issued_at, 3), "total_seconds": round(acked_at, 3),
+            "seconds_per_certificate": round(acked_at / max(1, issued), 4),
+            "certificates_per_second": round(issued / acked_at, 2),
+        }
+    finally:
+        if worker is not None:
+            _stop(worker)
+        agent.stop()
+        _stop(grpc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--baseline-count", type=int, default=None, help="default: --count")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    # a SIGTERM (e.g. from `timeout`) unwinds through the finally blocks, so no child outlives the run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    db_url = os.environ.get("BENCH_RENEW_DATABASE_URL", DEFAULT_DB)
+    redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
+    _recreate_database(db_url)
+    env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE":
+           "worker_project.settings", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    import redis
+    from django.core.management import call_command
+
+    from bench.baselines import bench_domains, run_certbot, run_lego_parallel
+    from tests.peers.bind import running_bind
+    from tests.peers.nginx import NginxServer, free_port
+    from tests.peers.pebble import running_pebble
+
+    call_command("migrate", verbosity=0)
+    redis.Redis.from_url(redis_url).flushdb()
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="gw-bench-renew-") as tmp:
+        work = Path(tmp)
+        with running_bind(work / "bind") as bind, \
+                running_pebble(work / "pebble", bind.address, gated=False) as pebble:
+            nginx = NginxServer(root=work / "nginx", http_port=pebble.http_port, https_port=free_port(),
+                                challenge_dir=work / "nginx" / "acme-challenge",
+                                tls_include=work / "nginx" / "conf.d" / "gateway-tls.conf")
+            nginx.start()
+            try:
+                ours = run_ours(args, work, pebble, nginx, env)
+                results["ours"] = ours
+                print(json.dumps(ours), flush=True)
+                if not args.skip_baselines:
+                    n = args.baseline_count or args.count
+                    lego = run_lego_parallel(bench_domains(n, bind.zone, "lego"), pebble.directory_url,
+                                             pebble.ca_bundle, nginx.challenge_dir, work / "lego-run", parallel=8)
+                    results["lego"] = lego.summary() | {"per_certificate_seconds": None}
+                    print(json.dumps(results["lego"]), flush=True)
+                    certbot = run_certbot(bench_domains(n, bind.zone, "certbot"), pebble.directory_url,
+                                          pebble.ca_bundle, nginx.challenge_dir, work / "certbot-run")
+                    results["certbot"] = certbot.summary() | {"per_certificate_seconds": None}
+                    print(json.dumps(results["certbot"]), flush=True)
+                    ours_spc = float(ours["seconds_per_certificate"])  # type: ignore[arg-type]
+                    results["speedup_vs_certbot"] = round(certbot.seconds_per_certificate / ours_spc, 1)
+                    results["speedup_vs_lego_8_parallel"] = round(lego.seconds_per_certificate / ours_spc, 1)
+            finally:
+                nginx.stop()
+    print(json.dumps(results, indent=2))
+    ok = results["ours"]["issued"] == args.count and results["ours"]["acked"]  # type: ignore[index]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
