@@ -20,8 +20,10 @@ from .files import atomic_write
 
 logger = logging.getLogger(__name__)
 
-# statuses after which retrying cannot help (bad certificate, contract violation): stop instead of looping
-FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT}
+# statuses after which retrying cannot help (no or revoked certificate): stop instead of looping. Anything
+# else, a protocol complaint included, reconnects with backoff: an agent that exits leaves its Gateway
+# without certificate updates, which is worse than a slow retry loop that shows in the Worker's admin.
+FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
 def channel(cfg: AgentConfig) -> grpc.aio.Channel:
@@ -87,7 +89,12 @@ class Agent:
                 if kind == "welcome":
                     logger.info("connected to Worker replica %s", msg.welcome.replica)
                 elif kind == "update":
-                    await call.write(await self.handle(msg.update))
+                    reply = await self.handle(msg.update)
+                    try:
+                        await call.write(reply)
+                    except asyncio.InvalidStateError:  # the Worker ended the stream meanwhile: surface its status
+                        await call
+                        return
 
     async def handle(self, update: pb.ResourceUpdate) -> pb.GatewayMessage:
         async with self._apply_lock:

@@ -57,7 +57,9 @@ class StreamState:
     known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream
     parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
-    outstanding: dict[str, tuple[int, str, float]] = field(default_factory=dict)  # type -> (version, nonce, created)
+    # type -> {version: (nonce, created)}: sent, not yet answered. Several can be in flight: a burst of publishes
+    # sends version N+1 before the Gateway answers N, and the answer to N is still a valid answer.
+    outstanding: dict[str, dict[int, tuple[str, float]]] = field(default_factory=dict)
 
 
 class Hub:
@@ -127,33 +129,43 @@ class Hub:
             return  # never the same version twice, nor what it runs; a parked (NACKed) version is not resent
         st.sent[rtype] = lv.version
         nonce = f"{self.nonce_prefix}-{lv.version}"
-        st.outstanding[rtype] = (lv.version, nonce, lv.created_at.timestamp())
+        st.outstanding.setdefault(rtype, {})[lv.version] = (nonce, lv.created_at.timestamp())
         st.queue.put_nowait(lv.message_bytes)
         metrics.PUSHES.labels(rtype).inc()
         self.record(store.Event("sent", st.instance_pk, rtype, lv.version, nonce=nonce, at=timezone.now()))
 
     def ack(self, st: StreamState, rtype: str, version: int, nonce: str) -> str | None:
         """Returns an error text when the ACK does not match what this stream was sent."""
-        out = st.outstanding.get(rtype)
-        if out is None or out[0] != version or (nonce and out[1] != nonce):
+        out = self._answered(st, rtype, version, nonce)
+        if out is None:
             return f"ACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
-        del st.outstanding[rtype]
-        converge = max(0.0, time.time() - out[2])
+        pending = st.outstanding[rtype]
+        for older in [v for v in pending if v < version]:  # the Gateway runs `version` now: older ones are moot
+            del pending[older]
+        converge = max(0.0, time.time() - out[1])
         metrics.ACKS.labels(rtype).inc()
         metrics.CONVERGE.labels(rtype).observe(converge)
         self.record(store.Event("ack", st.instance_pk, rtype, version, at=timezone.now(), converge_seconds=converge))
         return None
 
     def nack(self, st: StreamState, rtype: str, version: int, nonce: str, error: str) -> str | None:
-        out = st.outstanding.get(rtype)
-        if out is None or out[0] != version or (nonce and out[1] != nonce):
+        if self._answered(st, rtype, version, nonce) is None:
             return f"NACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
-        del st.outstanding[rtype]
         st.parked[rtype] = version
         metrics.NACKS.labels(rtype).inc()
         self.record(store.Event("nack", st.instance_pk, rtype, version, error=error or "(no error text)",
                                 at=timezone.now()))
         return None
+
+    @staticmethod
+    def _answered(st: StreamState, rtype: str, version: int, nonce: str) -> tuple[str, float] | None:
+        """Take ``version`` off the stream's outstanding set if it was sent there (with that nonce)."""
+        pending = st.outstanding.get(rtype, {})
+        out = pending.get(version)
+        if out is None or (nonce and out[0] != nonce):
+            return None
+        del pending[version]
+        return out
 
     # ---- desired state changes ----
     def notice(self, rtype: str, group_ids: list[int]) -> None:

@@ -14,9 +14,6 @@ from tests.test_certificates_e2e import Fleet, fleet  # noqa: F401  (fixture)
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    # gateway-agent (push plane) dies under a burst of pushes: "asyncio.InvalidStateError: RPC already
-    # finished" from call.write in gateway_agent/client.py run_once; remove once the agent survives it.
-    pytest.mark.xfail(reason="gateway-agent exits on a finished push stream under bursts", strict=False),
 ]
 
 

@@ -271,3 +271,50 @@ def test_concurrent_challenge_publishes_coalesce(state, server_factory, agents, 
     pushes = len([e for e in gw.journal() if e["type"] == "acme_challenges"]) - before
     assert 1 <= pushes < 20  # coalesced by the debounce: far fewer pushes than publishes
     assert sorted(p.name for p in (gw.root / "challenges").iterdir()) == sorted(f"tok{i}" for i in range(20))
+
+
+def test_ack_for_a_superseded_version_keeps_the_stream(state, server_factory, pki) -> None:
+    """A burst sends N+1 before the Gateway answers N: the late ACK of N is valid, not a protocol error."""
+    import asyncio
+
+    srv = server_factory(debounce_seconds=0.0)
+    from gateways.models import GatewayGroup
+
+    GatewayGroup.objects.get_or_create(name="default")
+    c, k, _ = pki.client("gw-burst")
+    first_version = publish_desired_state("acme_challenges")[0].pk
+    known = {t: publish_desired_state(t)[0].pk for t in DEFAULT_STATE if t != "acme_challenges"}
+
+    def publish_and_close(rtype: str) -> None:
+        from django.db import connection
+
+        try:
+            publish_desired_state(rtype)
+        finally:
+            connection.close()  # this executor thread's connection would outlive the test database
+
+    async def session() -> list[int]:
+        creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
+            call = pb_grpc.PushServiceStub(ch).Stream()
+            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id="gw-burst", known_versions=known)))
+            updates: list[pb.ResourceUpdate] = []
+            while len(updates) < 2:
+                msg = await asyncio.wait_for(call.read(), 5.0)
+                if msg.WhichOneof("msg") != "update":
+                    continue
+                updates.append(msg.update)
+                if len(updates) == 1:  # publish N+1 while N is unanswered
+                    state[("acme_challenges", "default")] = {
+                        "challenges": [{"domain": "a.test", "token": "tok-burst", "key_authorization": "tok-burst.k"}]}
+                    await asyncio.to_thread(publish_and_close, "acme_challenges")
+            for u in updates:  # answered in order, the older one last-minute
+                await call.write(pb.GatewayMessage(ack=pb.Ack(type=u.type, version=u.version, nonce=u.nonce)))
+            await asyncio.sleep(0.5)
+            assert not call.done(), "the server ended the stream on a late ACK"
+            call.cancel()
+            return [u.version for u in updates]
+
+    versions = asyncio.run(session())
+    assert versions[0] == first_version and versions[1] > first_version
+    wait_until(lambda: acked("gw-burst", "acme_challenges") == versions[1], message="newest version recorded as ACKed")
