@@ -25,6 +25,12 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _LISTEN_RE = re.compile(r"^[\w.:\[\]-]+$")
 
 
+# ACME challenge tokens are files the data plane serves straight from the challenge directory: writing them is
+# enough. Reloading nginx for every token set would put a config test and a reload (with every certificate
+# loaded again) on the hot path of each ACME order.
+NO_RELOAD_TYPES = {"acme_challenges"}
+
+
 class ApplyError(Exception):
     """Why a resource was rejected (sent back in the NACK; never contains key material)."""
 
@@ -80,7 +86,7 @@ class Applier:
         reloading = False
         try:
             getattr(self, f"_apply_{kind}")(resource, tx)
-            if tx.changed:
+            if tx.changed and kind not in NO_RELOAD_TYPES:
                 self._run("check", self.cfg.check_command)
                 reloading = True
                 self._run("reload", self.cfg.reload_command)

@@ -44,7 +44,6 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.applier = Applier(cfg)
         self.known: dict[str, int] = self._load_known()
-        self._apply_lock = asyncio.Lock()
 
     @property
     def _known_path(self) -> Path:
@@ -80,33 +79,59 @@ class Agent:
             await call.write(pb.GatewayMessage(hello=pb.Hello(
                 instance_id=self.cfg.instance_id, group=self.cfg.group, agent_version=__version__,
                 known_versions=self.known)))
-            while True:
-                msg = await call.read()
-                if msg is grpc.aio.EOF:
-                    await call  # raises the final status if it was an error
-                    return
-                kind = msg.WhichOneof("msg")
-                if kind == "welcome":
-                    logger.info("connected to Worker replica %s", msg.welcome.replica)
-                elif kind == "update":
-                    reply = await self.handle(msg.update)
-                    try:
+            # One applier task per resource type: a slow certificates reload never delays challenge tokens, and
+            # while a type is busy only its newest pending version is kept (the ACK of a newer version settles
+            # the skipped ones on the Worker). Replies go through one lock: a call takes one write at a time.
+            pending: dict[str, pb.ResourceUpdate] = {}
+            wakeups: dict[str, asyncio.Event] = {}
+            write_lock = asyncio.Lock()
+            workers: list[asyncio.Task[None]] = []
+
+            async def apply_loop(rtype: str) -> None:
+                while True:
+                    await wakeups[rtype].wait()
+                    wakeups[rtype].clear()
+                    update = pending.pop(rtype)
+                    reply = await self.handle(update)
+                    async with write_lock:
                         await call.write(reply)
-                    except asyncio.InvalidStateError:  # the Worker ended the stream meanwhile: surface its status
-                        await call
+
+            try:
+                while True:
+                    msg = await call.read()
+                    if msg is grpc.aio.EOF:
+                        await call  # raises the final status if it was an error
                         return
+                    kind = msg.WhichOneof("msg")
+                    if kind == "welcome":
+                        logger.info("connected to Worker replica %s", msg.welcome.replica)
+                    elif kind == "update":
+                        rtype = msg.update.type
+                        pending[rtype] = msg.update
+                        if rtype not in wakeups:
+                            wakeups[rtype] = asyncio.Event()
+                            workers.append(asyncio.create_task(apply_loop(rtype)))
+                        wakeups[rtype].set()
+                    for w in workers:
+                        if w.done() and w.exception() is not None:  # a reply could not be written: stream is over
+                            await call
+                            raise w.exception()  # type: ignore[misc]
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
 
     async def handle(self, update: pb.ResourceUpdate) -> pb.GatewayMessage:
-        async with self._apply_lock:
-            try:
-                await asyncio.to_thread(self.applier.apply, update)
-            except ApplyError as exc:
-                logger.warning("rejected %s version %s: %s", update.type, update.version, exc)
-                self._journal(update, f"nack: {exc}")
-                return pb.GatewayMessage(nack=pb.Nack(type=update.type, version=update.version, nonce=update.nonce,
-                                                      error=str(exc)[:2000]))
-            self.known[update.type] = update.version
-            atomic_write(self._known_path, json.dumps(self.known, sort_keys=True).encode())
-            self._journal(update, "ack")
-            logger.info("applied %s version %s", update.type, update.version)
-            return pb.GatewayMessage(ack=pb.Ack(type=update.type, version=update.version, nonce=update.nonce))
+        """Apply one update (run_once keeps one task per type, so same-type updates never overlap)."""
+        try:
+            await asyncio.to_thread(self.applier.apply, update)
+        except ApplyError as exc:
+            logger.warning("rejected %s version %s: %s", update.type, update.version, exc)
+            self._journal(update, f"nack: {exc}")
+            return pb.GatewayMessage(nack=pb.Nack(type=update.type, version=update.version, nonce=update.nonce,
+                                                  error=str(exc)[:2000]))
+        self.known[update.type] = update.version
+        atomic_write(self._known_path, json.dumps(self.known, sort_keys=True).encode())
+        self._journal(update, "ack")
+        logger.info("applied %s version %s", update.type, update.version)
+        return pb.GatewayMessage(ack=pb.Ack(type=update.type, version=update.version, nonce=update.nonce))
