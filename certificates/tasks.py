@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from certificates.services import renewal, scan, versions
 
@@ -20,7 +21,7 @@ def renew_certificate(self: Any, certificate_id: int, force: bool = False) -> di
     result = renewal.renew_certificate(certificate_id, force=force, task_id=self.request.id or "")
     if result.outcome == "locked" and force:
         # an admin's "renew now" while another worker holds the lock: try again once that one is done
-        raise self.retry(countdown=renewal.LOCK_SECONDS / 2)
+        raise self.retry(countdown=settings.CERT_RENEW_LOCK_SECONDS / 2)
     return {"outcome": result.outcome, "version_id": result.version_id, "error": result.error[:500]}
 
 

@@ -70,6 +70,8 @@ try:
     GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
     PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.05)
     PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
+    GRPC_METRICS_PORT = env_int("GRPC_METRICS_PORT", 9108)  # run_grpc's own /metrics listener (0: none)
+    GRPC_METRICS_BIND = env_str("GRPC_METRICS_BIND", "127.0.0.1")
 
     # Certificates
     ACME_DIRECTORY_URL = env_str("ACME_DIRECTORY_URL", "https://acme-staging-v02.api.letsencrypt.org/directory")
@@ -81,6 +83,9 @@ try:
     CERT_TEMPORARY_VALIDITY_DAYS = env_int("CERT_TEMPORARY_VALIDITY_DAYS", 14)
     CERT_RETIRE_GRACE_HOURS = env_int("CERT_RETIRE_GRACE_HOURS", 24)
     CERT_ORDER_DEADLINE_SECONDS = env_int("CERT_ORDER_DEADLINE_SECONDS", 600)
+    CERT_RENEW_LOCK_SECONDS = env_float("CERT_RENEW_LOCK_SECONDS", 120.0)  # per-certificate Redis lock, refreshed
+    CERT_CHALLENGE_ACK_TIMEOUT = env_float("CERT_CHALLENGE_ACK_TIMEOUT", 30.0)  # Gateways serving HTTP-01 tokens
+    CERT_TEST_HOLD = env_str("CERT_TEST_HOLD", "") if WORKER_ENV == "test" else ""  # crash tests only: "step:secs"
 
     # Job history
     JOB_HISTORY_RETENTION_DAYS = env_int("JOB_HISTORY_RETENTION_DAYS", 30)

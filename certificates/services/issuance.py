@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from typing import Any
 
@@ -33,13 +32,12 @@ from certificates.services import seams
 logger = logging.getLogger(__name__)
 
 LIVE = (OrderStatus.PENDING, OrderStatus.AUTHORIZING, OrderStatus.FINALIZING)
-CHALLENGE_ACK_TIMEOUT = float(os.environ.get("CERT_CHALLENGE_ACK_TIMEOUT", "30"))
 
 
 def _test_hold(step: str) -> None:
     """Test-only pause (``CERT_TEST_HOLD=step:seconds``, WORKER_ENV=test) so a crash test can SIGKILL the
     worker at a known point of an order in flight."""
-    spec = os.environ.get("CERT_TEST_HOLD", "")
+    spec = settings.CERT_TEST_HOLD
     if not spec or settings.WORKER_ENV != "test":
         return
     name, _, seconds = spec.partition(":")
@@ -179,7 +177,7 @@ def _publish_http01(order: AcmeOrder, challenges: list[Challenge]) -> None:
     )
     versions = seams.publish("acme_challenges", order.certificate.gateway_group)
     started = time.monotonic()
-    ok, reason = seams.wait_for_acks(versions, CHALLENGE_ACK_TIMEOUT)
+    ok, reason = seams.wait_for_acks(versions, settings.CERT_CHALLENGE_ACK_TIMEOUT)
     logger.debug("order %s: challenge versions %s acked=%s in %.3fs", order.pk, [v.pk for v in versions], ok,
                  time.monotonic() - started)
     if not ok:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -40,7 +39,7 @@ from worker_project.locks import LockNotAcquired, hold_lock
 
 logger = logging.getLogger(__name__)
 
-LOCK_SECONDS = float(os.environ.get("CERT_RENEW_LOCK_SECONDS", getattr(settings, "CERT_RENEW_LOCK_SECONDS", 120)))
+
 
 
 @dataclass
@@ -76,7 +75,7 @@ def renew_certificate(certificate_id: int, *, force: bool = False, task_id: str 
     if not force and (reason := _skip_reason(cert, timezone.now())):
         return RenewalResult(reason)
     try:
-        with hold_lock(lock_key(certificate_id), LOCK_SECONDS):
+        with hold_lock(lock_key(certificate_id), settings.CERT_RENEW_LOCK_SECONDS):
             cert.refresh_from_db()  # another worker may have renewed it while we waited for the lock
             if not force and (reason := _skip_reason(cert, timezone.now())):
                 return RenewalResult(reason)

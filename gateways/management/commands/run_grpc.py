@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
@@ -21,9 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--insecure", action="store_true", default=None,
                             help="plaintext, development only (default GRPC_INSECURE)")
         parser.add_argument("--metrics-port", type=int,
-                            default=int(os.environ.get("GRPC_METRICS_PORT", "9108")),
+                            default=settings.GRPC_METRICS_PORT,
                             help="Prometheus /metrics port of this replica (0: off; env GRPC_METRICS_PORT)")
-        parser.add_argument("--metrics-bind", default=os.environ.get("GRPC_METRICS_BIND", "127.0.0.1"))
+        parser.add_argument("--metrics-bind", default=settings.GRPC_METRICS_BIND)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         cfg = ServerConfig.from_settings(bind=opts["bind"], insecure=opts["insecure"])
