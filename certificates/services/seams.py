@@ -1,43 +1,30 @@
-"""Calls across app seams (audit trail, push plane, notifications), kept in one place.
-
-The audit and gateways services are built by other work streams; until their functions exist these calls log
-and carry on, so certificate work never fails because an optional neighbour is missing.
-"""
+"""Calls across app seams (audit trail, push plane, notifications), kept in one place."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Model
 
-logger = logging.getLogger(__name__)
+from audit import services as audit
+from gateways.models import ResourceVersion
+from gateways.services import publish_desired_state
+from gateways.services import wait_for_acks as wait_for_gateway_acks
 
 
 def record(action: str, obj: Model | None = None, *, summary: str = "", after: Any = None,
            before: Any = None, actor: Any = "certificates") -> None:
     """Append an audit event inside the caller's transaction (``actor`` a user means a person)."""
-    try:
-        from audit import services as audit
-    except ImportError:  # audit app not built yet
-        logger.info("audit %s %s: %s", action, obj, summary)
-        return
-    user_like = hasattr(actor, "is_authenticated")
-    if user_like and hasattr(audit, "record_person_event"):
+    if hasattr(actor, "is_authenticated"):
         audit.record_person_event(actor, action, obj=obj, before=before, after=after, summary=summary)
-    elif hasattr(audit, "record_event"):
-        audit.record_event(str(actor), action, obj=obj, before=before, after=after, summary=summary)
+    else:
+        audit.record_automation_event(str(actor), action, obj=obj, before=before, after=after, summary=summary)
 
 
-def publish(resource_type: str, group: Any = None, actor: str = "automation") -> list[Any]:
+def publish(resource_type: str, group: Any = None, actor: str = "automation") -> list[ResourceVersion]:
     """Publish the desired state of ``resource_type`` for ``group`` (None: every group). Returns versions."""
-    try:
-        from gateways.services import publish_desired_state
-    except ImportError:
-        logger.warning("push plane missing: %s not published", resource_type)
-        return []
-    return list(publish_desired_state(resource_type, group=group, actor=actor) or [])
+    return list(publish_desired_state(resource_type, group=group, actor=actor))
 
 
 def publish_on_commit(resource_type: str, group: Any = None) -> None:
@@ -45,25 +32,19 @@ def publish_on_commit(resource_type: str, group: Any = None) -> None:
     transaction.on_commit(lambda: publish(resource_type, group))
 
 
-def wait_for_acks(versions: list[Any], timeout: float) -> tuple[bool, str]:
+def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool, str]:
     """(ok, reason): every connected instance ACKed ``versions``, or why not."""
     if not versions:
         return True, ""
-    try:
-        from gateways.services import wait_for_acks as wait
-    except ImportError:
-        return True, ""
-    result = wait(versions, timeout)
-    if getattr(result, "instances", None) == 0:  # "all connected ACKed" is vacuous: nobody serves the token
+    result = wait_for_gateway_acks(versions, timeout)
+    if result.instances == 0:  # "all connected ACKed" is vacuous: nobody serves the token
         return False, "no Gateway instance is connected to serve the HTTP-01 tokens"
-    ok = bool(getattr(result, "ok", result))
-    if ok:
+    if result.ok:
         return True, ""
     parts = [f"version {v} rejected by {', '.join(f'{i}: {e}' for i, e in who.items())}"
-             for v, who in (getattr(result, "rejected", None) or {}).items()]
-    parts += [f"version {v} not acknowledged by {', '.join(who)}"
-              for v, who in (getattr(result, "pending", None) or {}).items()]
-    if getattr(result, "timed_out", False):
+             for v, who in result.rejected.items()]
+    parts += [f"version {v} not acknowledged by {', '.join(who)}" for v, who in result.pending.items()]
+    if result.timed_out:
         parts.append(f"timed out after {timeout:g}s")
     return False, "; ".join(parts) or repr(result)
 
