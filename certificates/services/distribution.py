@@ -46,10 +46,7 @@ def build_acme_challenges(group: Any) -> dict[str, Any]:
 
 def register_resources() -> None:
     """Called from ``CertificatesConfig.ready()``."""
-    try:
-        from gateways.services import register_resource
-    except ImportError:
-        logger.debug("gateways.services.register_resource missing: certificate resources not registered")
-        return
+    from gateways.services import register_resource  # imported late: apps load before their services
+
     register_resource("certificates", build_certificates)
     register_resource("acme_challenges", build_acme_challenges)

@@ -9,7 +9,7 @@ from django.db.models import Model
 
 from audit import services as audit
 from gateways.models import ResourceVersion
-from gateways.services import publish_desired_state
+from gateways.services import publish_desired_state, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks
 
 
@@ -28,8 +28,9 @@ def publish(resource_type: str, group: Any = None, actor: str = "automation") ->
 
 
 def publish_on_commit(resource_type: str, group: Any = None) -> None:
-    """Publish once the current transaction commits (the push plane reads committed rows)."""
-    transaction.on_commit(lambda: publish(resource_type, group))
+    """Publish once the current transaction commits (the push plane reads committed rows), coalesced with
+    concurrent requests so a burst of renewals rebuilds the certificate set a few times, not once each."""
+    transaction.on_commit(lambda: request_publish(resource_type, group))
 
 
 def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool, str]:
