@@ -6,22 +6,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from certificates import x509
-from certificates.acme_client import generate_account_key
+from certificates.forms import AcmeAccountForm, CertificateForm, DnsUpdateServerForm
 from certificates.models import (
     AcmeAccount,
     AcmeOrder,
     Certificate,
     CertificateIssuer,
     CertificateVersion,
-    ChallengeType,
     DnsUpdateServer,
 )
 from certificates.services import seams
@@ -29,32 +26,7 @@ from certificates.services.renewal import clear_backoff
 from certificates.services.versions import RollbackError, rollback
 from worker_project.admin_base import ReadOnlyAdmin, ReadOnlyInline
 
-
-def _secret_field(help_text: str) -> forms.CharField:
-    return forms.CharField(required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-                           help_text=help_text + " Leave empty to keep the current one.")
-
-
 # ---- accounts and DNS servers (secrets write-only) ------------------------------------------------------------
-
-class AcmeAccountForm(forms.ModelForm):
-    new_eab_hmac_key = _secret_field("EAB HMAC key (base64url), if the CA requires External Account Binding.")
-
-    class Meta:
-        model = AcmeAccount
-        fields = ("name", "directory_url", "contact_email", "eab_kid", "tls_ca_bundle", "trust_roots_pem",
-                  "profile")
-
-    def save(self, commit: bool = True) -> AcmeAccount:
-        account = super().save(commit=False)
-        if not account.key_pem:
-            account.key_pem = generate_account_key()  # created here, never displayed
-        if self.cleaned_data.get("new_eab_hmac_key"):
-            account.eab_hmac_key = self.cleaned_data["new_eab_hmac_key"]
-        if commit:
-            account.save()
-        return account
-
 
 @admin.register(AcmeAccount)
 class AcmeAccountAdmin(admin.ModelAdmin):
@@ -72,28 +44,6 @@ class AcmeAccountAdmin(admin.ModelAdmin):
         return bool(obj.account_url)
 
 
-class DnsUpdateServerForm(forms.ModelForm):
-    new_tsig_secret = _secret_field("TSIG secret (base64, as in named.conf).")
-
-    class Meta:
-        model = DnsUpdateServer
-        fields = ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "propagation_timeout_seconds")
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        if not (self.instance.pk and self.instance.tsig_secret) and not data.get("new_tsig_secret"):
-            raise forms.ValidationError("a TSIG secret is required")
-        return data
-
-    def save(self, commit: bool = True) -> DnsUpdateServer:
-        server = super().save(commit=False)
-        if self.cleaned_data.get("new_tsig_secret"):
-            server.tsig_secret = self.cleaned_data["new_tsig_secret"]
-        if commit:
-            server.save()
-        return server
-
-
 @admin.register(DnsUpdateServer)
 class DnsUpdateServerAdmin(admin.ModelAdmin):
     form = DnsUpdateServerForm
@@ -105,42 +55,6 @@ class DnsUpdateServerAdmin(admin.ModelAdmin):
 
 
 # ---- certificates -------------------------------------------------------------------------------------------
-
-class CertificateForm(forms.ModelForm):
-    """Bad input is refused here with the reason, before any order is placed."""
-
-    class Meta:
-        model = Certificate
-        fields = ("name", "domains", "key_type", "challenge_type", "dns_server", "gateway_group", "profile",
-                  "auto_renew")
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        domains = data.get("domains")
-        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
-            raise forms.ValidationError({"domains": 'a JSON list of names, e.g. ["example.com", "www.example.com"]'})
-        normalized = []
-        for name in domains:
-            try:
-                normalized.append(x509.validate_domain_name(name))
-            except x509.DomainNameError as exc:
-                raise forms.ValidationError({"domains": f"{name!r}: {exc}"}) from exc
-        if data.get("challenge_type") == ChallengeType.HTTP_01 and any(d.startswith("*.") for d in normalized):
-            raise forms.ValidationError({"challenge_type": "wildcard names need dns-01"})
-        if data.get("challenge_type") == ChallengeType.DNS_01 and not data.get("dns_server"):
-            raise forms.ValidationError({"dns_server": "dns-01 needs a DNS update server"})
-        data["domains"] = normalized
-        return data
-
-    def save(self, commit: bool = True) -> Certificate:
-        cert = super().save(commit=False)
-        cert.common_name = cert.domains[0]
-        if cert.renew_after is None:
-            cert.renew_after = timezone.now()  # a new certificate is due at once
-        if commit:
-            cert.save()
-        return cert
-
 
 class IssuerInline(admin.TabularInline):
     model = CertificateIssuer

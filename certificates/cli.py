@@ -1,0 +1,27 @@
+"""Shared by the certificate management commands: run a form, turn its errors into one clear CommandError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.core.management.base import CommandError
+
+
+def save_form(form: forms.ModelForm, what: str) -> Any:
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{field}: {' '.join(str(e) for e in errors)}" if field != "__all__" else " ".join(str(e) for e in errors)
+            for field, errors in form.errors.items())
+        raise CommandError(f"{what} not saved: {problems}")
+    return form.save()
+
+
+def read_file(path: str | None, what: str) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise CommandError(f"cannot read {what} from {path}: {exc}") from exc
