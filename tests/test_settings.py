@@ -80,7 +80,7 @@ def test_compose_runs_every_role_from_one_image_on_postgres_and_redis():
             assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert "setup_schedules" in " ".join(services["migrate"]["command"])
     assert "DatabaseScheduler" in " ".join(services["beat"]["command"])
-    assert "-Q" in services["worker"]["command"]
+    assert_every_queue_consumed_once({n: " ".join(services[n]["command"]) for n in ("worker", "certworker")})
     assert "--basic-auth" in " ".join(services["flower"]["command"])
 
 
@@ -88,8 +88,8 @@ def test_procfile_and_helm_chart_cover_every_role():
     import yaml
 
     procfile = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
-    assert set(procfile) == {"web", "worker", "beat", "grpc", "flower"}
-    assert "-Q certificates,config,logs,analytics,integrations,maintenance" in procfile["worker"]
+    assert set(procfile) == {"web", "worker", "certworker", "beat", "grpc", "flower"}
+    assert_every_queue_consumed_once({n: procfile[n] for n in ("worker", "certworker")})
     assert "django_celery_beat.schedulers:DatabaseScheduler" in procfile["beat"]
 
     chart = ROOT / "deploy" / "helm" / "gateway-worker"
@@ -101,3 +101,21 @@ def test_procfile_and_helm_chart_cover_every_role():
     assert templates >= {"_helpers.tpl", "configmap.yaml", "secret.yaml", "migrate-job.yaml", "web.yaml",
                          "worker.yaml", "beat.yaml", "grpc.yaml", "flower.yaml", "service.yaml"}
     assert "replicas: 1" in (chart / "templates" / "beat.yaml").read_text()
+    assert_every_queue_consumed_once({w["name"]: f"-Q {w['queues']} -P {w['pool']}" for w in values["workers"]})
+
+
+def assert_every_queue_consumed_once(commands: dict[str, str]) -> None:
+    """Each Celery queue has exactly one consumer role, and certificates runs on a threads pool."""
+    import re
+
+    from worker_project.celery import QUEUES
+
+    consumers: dict[str, list[str]] = {}
+    for role, command in commands.items():
+        queues = re.search(r"-Q[ ,]+\"?([\w,]+)", command)
+        assert queues, f"{role} names no queues: {command}"
+        for queue in queues.group(1).split(","):
+            consumers.setdefault(queue, []).append(role)
+    assert {q: len(r) for q, r in consumers.items()} == dict.fromkeys(QUEUES, 1), consumers
+    cert_role = consumers["certificates"][0]
+    assert re.search(r"-P[ ,]+\"?threads", commands[cert_role]), commands[cert_role]
