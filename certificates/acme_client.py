@@ -163,8 +163,18 @@ class AcmeClient:
             retry = _retry_after(self.net.last_response)
             raise AcmeError(f"{what}: {exc.typ}: {exc.detail or exc.description or ''}".rstrip(": "),
                             error_type=str(exc.typ or ""), retry_after=retry) from exc
-        except errors.ConflictError:
-            raise
+        except errors.ConflictError as exc:
+            response = self.net.last_response
+            if response is None or response.status_code != 409:
+                raise  # new_account's "key already registered" (a 200 with Location): _register wants it
+            # the library raises on any 409 before reading its problem document (RFC 9773 answers a refused
+            # ``replaces`` with 409 alreadyReplaced): keep the CA's type and detail
+            try:
+                problem = messages.Error.from_json(response.json())
+            except (ValueError, jose.DeserializationError):
+                problem = messages.Error(typ="urn:ietf:params:acme:error:conflict", detail=response.text[:300])
+            raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
+                            error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
         except (errors.Error, ValueError, jose.DeserializationError) as exc:
             raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type="client") from exc
 
@@ -223,11 +233,11 @@ class AcmeClient:
     # ---- orders ---------------------------------------------------------------------------------------
     def new_order(self, domains: list[str], profile: str = "", replaces: str = "") -> OrderState:
         """Create an order. A ``replaces`` refused by the CA raises ``ReplacesRejected``."""
-        self.ensure_registered()
-        if profile and self.profiles and profile not in self.profiles:
+        if profile and self.profiles and profile not in self.profiles:  # checked before anything reaches the CA
             raise AcmeError(f"profile {profile!r} is not offered by {self.account.directory_url} "
                             f"(offered: {', '.join(sorted(self.profiles))})", error_type="local:profile",
                             permanent=True)
+        self.ensure_registered()
         body = NewOrderWithExtras(
             identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains],
             profile=profile if (profile and self.profiles) else None,
