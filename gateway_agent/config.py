@@ -78,7 +78,8 @@ class AgentConfig:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gateway-agent", description=__doc__)
+    p = argparse.ArgumentParser(prog="gateway-agent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with the settings below (flags override it)")
     for f in fields(AgentConfig):
         flag = "--" + f.name.replace("_", "-")

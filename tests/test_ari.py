@@ -20,7 +20,6 @@ from tests.certificates_support import make_account, make_certificate, unique
 if TYPE_CHECKING:  # not imported at run time: pytest loads the module as a plugin (assertion rewriting)
     from tests.peers.ari_proxy import AriProxy
 
-pytest_plugins = ["tests.peers.ari_proxy"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
