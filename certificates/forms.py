@@ -19,6 +19,7 @@ def _secret_field(help_text: str) -> forms.CharField:
 
 
 class AcmeAccountForm(forms.ModelForm):
+    directory_url = forms.URLField(max_length=500, assume_scheme="https", help_text="the ACME directory URL")
     new_eab_hmac_key = _secret_field("EAB HMAC key (base64url), if the CA requires External Account Binding.")
 
     class Meta:

@@ -8,7 +8,7 @@ from django.conf import settings
 from . import services
 
 
-@shared_task(name="gateways.reconcile_push", queue="config", acks_late=True, ignore_result=True)
+@shared_task(name="gateways.reconcile_push", acks_late=True, ignore_result=True)  # queue: CELERY_TASK_ROUTES
 def reconcile_push() -> dict[str, int]:
     """Re-announce every desired version (a lost notice is caught) and release instances of dead replicas.
 

@@ -32,19 +32,10 @@ from certificates.services.versions import make_current, store_version
 _seq = itertools.count(1)
 
 
-def push_plane_ready() -> bool:
-    """gateways.services.publish_desired_state exists (the push plane is built in parallel)."""
-    from gateways import services
-
-    return hasattr(services, "publish_desired_state")
-
-
 def pushes(resource_type: str = "certificates") -> int:
-    """Desired-state versions stored so far for ``resource_type``; -1 while the push plane is missing."""
+    """Desired-state versions stored so far for ``resource_type``."""
     from gateways.models import ResourceVersion
 
-    if not push_plane_ready():
-        return -1
     return ResourceVersion.objects.filter(resource_type=resource_type).count()
 
 

@@ -40,8 +40,6 @@ from worker_project.locks import LockNotAcquired, hold_lock
 logger = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class RenewalResult:
     outcome: str  # issued | not_due | backing_off | disabled | locked | failed | missing
