@@ -19,20 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._db import recreate_database  # noqa: E402  (after the path is set)
+
 DEFAULT_URL = "postgres://postgres:postgres@127.0.0.1:5432/gw_bench_scan"
-
-
-def _recreate_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    base, name = url.rsplit("/", 1)
-    conn = psycopg2.connect(base + "/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
 
 
 def _fill(rows: int, due: int) -> float:
@@ -82,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     url = os.environ.get("BENCH_SCAN_DATABASE_URL", DEFAULT_URL)
-    _recreate_database(url)
+    recreate_database(url)
     os.environ.update({"DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "worker_project.settings",
                        "LOG_LEVEL": "WARNING"})
     import django

@@ -27,21 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._db import recreate_database  # noqa: E402  (after the path is set)
+
 DEFAULT_DB = "postgres://postgres:postgres@127.0.0.1:5432/gw_bench_renew"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
-
-
-def _recreate_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    base, name = url.rsplit("/", 1)
-    conn = psycopg2.connect(base + "/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
 
 
 def _progress(message: str) -> None:
@@ -206,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     db_url = os.environ.get("BENCH_RENEW_DATABASE_URL", DEFAULT_DB)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
-    _recreate_database(db_url)
+    recreate_database(db_url)
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE":
            "worker_project.settings", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
