@@ -109,6 +109,14 @@ def trust_for(account: AcmeAccount) -> str | bool:
 
 
 @dataclass
+class RenewalInfo:
+    """An RFC 9773 answer: the suggested window and when the CA wants to be asked again (None: not said)."""
+
+    window: tuple[dt.datetime, dt.datetime]
+    retry_after: dt.datetime | None
+
+
+@dataclass
 class Challenge:
     """One challenge to satisfy for one identifier of an order."""
 
@@ -148,6 +156,10 @@ class AcmeClient:
         self.directory = self._call(ClientV2.get_directory, account.directory_url, self.net,
                                     what="fetch the directory")
         self.client = ClientV2(self.directory, self.net)
+        if account.pk and account.ari_offered is not self.has_ari:
+            # remembered so the ARI refresh job selects only accounts whose CA offers renewalInfo
+            account.ari_offered = self.has_ari
+            AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=self.has_ari)
         if account.account_url:
             self.net.account = messages.RegistrationResource(body=messages.Registration(),
                                                              uri=account.account_url)
@@ -339,14 +351,23 @@ class AcmeClient:
     # ---- ARI and revocation ---------------------------------------------------------------------------
     def renewal_window(self, ari_id: str) -> tuple[dt.datetime, dt.datetime] | None:
         """RFC 9773 suggested window for the certificate with ARI id ``ari_id``, or None if not offered."""
+        info = self.renewal_info(ari_id)
+        return info.window if info else None
+
+    def renewal_info(self, ari_id: str) -> RenewalInfo | None:
+        """The window and the CA's ``Retry-After`` for ``ari_id``, or None if the CA offers no ARI."""
         if not self.has_ari or not ari_id:
             return None
         url = self.directory["renewalInfo"].rstrip("/") + "/" + ari_id
         response = self._call(self.net.get, url, what="fetch renewal information")
-        info = messages.RenewalInfo.from_json(response.json())
+        try:
+            info = messages.RenewalInfo.from_json(response.json())
+        except (ValueError, jose.DeserializationError) as exc:
+            raise AcmeError(f"fetch renewal information: bad answer: {exc}", error_type="client") from exc
         start, end = info.suggested_window.start, info.suggested_window.end
-        return (start if start.tzinfo else start.replace(tzinfo=dt.UTC),
-                end if end.tzinfo else end.replace(tzinfo=dt.UTC))
+        window = (start if start.tzinfo else start.replace(tzinfo=dt.UTC),
+                  end if end.tzinfo else end.replace(tzinfo=dt.UTC))
+        return RenewalInfo(window=window, retry_after=_retry_after(response))
 
     def revoke(self, cert_pem: str, reason: int = 0) -> None:
         self.ensure_registered()

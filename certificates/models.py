@@ -39,6 +39,10 @@ class AcmeAccount(models.Model):
         blank=True, help_text="PEM roots this CA's chains must build to (else settings.CERT_TRUST_STORE)"
     )
     terms_agreed = models.BooleanField(default=False)
+    ari_offered = models.BooleanField(
+        "offers ARI", null=True, blank=True, editable=False,
+        help_text="whether the directory offered renewalInfo (RFC 9773) when last fetched; empty: not yet seen",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,6 +105,9 @@ class Certificate(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    ari_next_check_at = models.DateTimeField(
+        null=True, blank=True, help_text="poll the CA's renewal window (RFC 9773) again from this moment; "
+                                         "empty: nothing to poll (no ARI, temporary or no certificate)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -114,6 +121,10 @@ class Certificate(models.Model):
             # retry_failed_renewals: failing certificates whose backoff (next_attempt_at) has passed
             models.Index(fields=["next_attempt_at"], condition=Q(auto_renew=True, consecutive_failures__gt=0),
                          name="cert_retry_idx"),
+            # refresh_renewal_info (policy.ari_check_due): auto_renew AND ari_next_check_at <= now — a range scan
+            # over due polls only; rows with nothing to poll (NULL) are not even in the index
+            models.Index(fields=["ari_next_check_at"], condition=Q(auto_renew=True, ari_next_check_at__isnull=False),
+                         name="cert_ari_check_idx"),
         ]
 
     def __str__(self) -> str:

@@ -28,4 +28,14 @@ SCHEDULES = [
         expires_seconds=3500,
         description="Marks versions retired CERT_RETIRE_GRACE_HOURS after a newer one became current.",
     ),
+    PeriodicJob(
+        name="certificates: refresh renewal information",
+        task="certificates.refresh_renewal_info",
+        queue="certificates",
+        every_seconds=3600,
+        expires_seconds=3500,
+        description="Polls the CA's renewal window (RFC 9773 ARI) for certificates whose next check "
+                    "(ari_next_check_at, from Retry-After) is due, at most CERT_ARI_BATCH per run, and brings "
+                    "renew_after forward when the CA moved the window earlier.",
+    ),
 ]

@@ -8,7 +8,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from certificates.services import renewal, scan, versions
+from certificates.services import ari, renewal, scan, versions
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,12 @@ def scan_expiring_certificates() -> dict[str, int]:
 @shared_task(name="certificates.retry_failed_renewals", acks_late=True)
 def retry_failed_renewals() -> dict[str, int]:
     return scan.retry_failed_renewals(_enqueue_renewal)
+
+
+@shared_task(name="certificates.refresh_renewal_info", acks_late=True, time_limit=3000, soft_time_limit=2900)
+def refresh_renewal_info() -> dict[str, int]:
+    # a redelivery polls again only the certificates still due: harmless
+    return ari.refresh_renewal_info()
 
 
 @shared_task(name="certificates.retire_superseded_versions", acks_late=True)

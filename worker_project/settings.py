@@ -82,6 +82,7 @@ try:
     CERT_FAILOVER_DAYS = env_int("CERT_FAILOVER_DAYS", 7)
     CERT_TEMPORARY_VALIDITY_DAYS = env_int("CERT_TEMPORARY_VALIDITY_DAYS", 14)
     CERT_RETIRE_GRACE_HOURS = env_int("CERT_RETIRE_GRACE_HOURS", 24)
+    CERT_ARI_BATCH = env_int("CERT_ARI_BATCH", 500)  # renewal windows polled per hourly run at most
     CERT_ORDER_DEADLINE_SECONDS = env_int("CERT_ORDER_DEADLINE_SECONDS", 600)
     CERT_RENEW_LOCK_SECONDS = env_float("CERT_RENEW_LOCK_SECONDS", 120.0)  # per-certificate Redis lock, refreshed
     CERT_CHALLENGE_ACK_TIMEOUT = env_float("CERT_CHALLENGE_ACK_TIMEOUT", 30.0)  # Gateways serving HTTP-01 tokens

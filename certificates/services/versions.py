@@ -22,7 +22,7 @@ from certificates.models import (
     VersionSource,
 )
 from certificates.services import seams
-from certificates.services.policy import renew_after_for
+from certificates.services.policy import ari_polled, renew_after_for
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def make_current(certificate: Certificate, version: CertificateVersion, *, actor
         previous = cert.current_version
         cert.current_version = version
         cert.not_after = version.not_after
+        cert.ari_next_check_at = ari_polled(version, now)  # the refresh job polls only real ARI versions
         if version.is_temporary:
             cert.state = CertificateState.TEMPORARY
         else:
