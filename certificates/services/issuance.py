@@ -136,7 +136,6 @@ def drive_order(order: AcmeOrder, client: AcmeClient, profile: str = "") -> str:
     while True:
         if state.status == "pending":
             _satisfy_challenges(order, client, state, deadline)
-            _test_hold("authorizing")
             state = client.wait_order(order.order_url, {"ready", "processing", "valid"}, deadline)
         elif state.status == "ready":
             state = client.finalize(state, order.csr_pem)
@@ -163,6 +162,7 @@ def _satisfy_challenges(order: AcmeOrder, client: AcmeClient, state: OrderState,
         _publish_http01(order, challenges)
     else:
         _dns_publish(order, challenges, deadline)
+    _test_hold("authorizing")  # tokens published (and ACKed), not yet answered: the CA has not validated
     for challenge in challenges:
         client.answer(challenge)
 
