@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from certificates.services import ari, renewal, scan, versions
 
@@ -15,7 +17,13 @@ logger = logging.getLogger(__name__)
 QUEUE = "certificates"  # routed by settings.CELERY_TASK_ROUTES ("certificates.*")
 
 
+# A database or Redis hiccup (a restart, too many connections) is retried with backoff: the renewal is
+# idempotent and resumes its stored order. ACME and validation errors are handled inside the service.
+TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
 @shared_task(name="certificates.renew_certificate", bind=True, acks_late=True, max_retries=5,
+             autoretry_for=TRANSIENT, retry_backoff=5, retry_backoff_max=300, retry_jitter=True,
              time_limit=900, soft_time_limit=840)
 def renew_certificate(self: Any, certificate_id: int, force: bool = False) -> dict[str, Any]:
     result = renewal.renew_certificate(certificate_id, force=force, task_id=self.request.id or "")
