@@ -10,7 +10,6 @@ import base64
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.peers import stop_process
 
 NAMED = "/usr/sbin/named"
 ZONE = "example.test"
@@ -43,13 +44,7 @@ class BindServer:
         return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.process = None
 
 

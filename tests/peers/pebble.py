@@ -17,7 +17,6 @@ import ipaddress
 import json
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.peers import stop_process
 
 if TYPE_CHECKING:  # imported lazily: pytest registers tests.peers.bind as a plugin itself
     from tests.peers.bind import BindServer
@@ -213,13 +214,7 @@ class Pebble:
     def terminate(self) -> None:
         if self.gate is not None:
             self.gate.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.process = None
 
 
