@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from .config import AgentConfig
 from .files import Transaction
+from .probe import wait_until_served
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class Applier:
             raise ApplyError(f"checksum mismatch for {kind} version {update.version}")
         tx = Transaction()
         reloading = False
+        self._to_confirm: dict[str, str] = {}
         try:
             getattr(self, f"_apply_{kind}")(resource, tx)
             if tx.changed and kind not in NO_RELOAD_TYPES:
                 self._run("check", self.cfg.check_command)
                 reloading = True
                 self._run("reload", self.cfg.reload_command)
+                self._confirm_served()
         except Exception as exc:
             tx.rollback()
             if reloading and self.cfg.reload_command:
@@ -100,6 +103,15 @@ class Applier:
             if isinstance(exc, ApplyError):
                 raise
             raise ApplyError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _confirm_served(self) -> None:
+        if not (self._to_confirm and self.cfg.confirm_served and self.cfg.reload_command):
+            return
+        wrong = wait_until_served(self._to_confirm, self.cfg.nginx_listen, self.cfg.command_timeout)
+        if wrong:
+            domain, got = next(iter(wrong.items()))
+            raise ApplyError(f"after the reload nginx still presents {got or 'no certificate'} for {domain} "
+                             f"instead of {self._to_confirm[domain]} ({len(wrong)} name(s) not served)")
 
     def _run(self, what: str, command: list[str]) -> None:
         if not command:
@@ -148,7 +160,9 @@ class Applier:
             primary = c.domains[0]
             fullchain = full_dir / f"{primary}.fullchain.crt"
             keep.add(fullchain.name)
-            tx.write(fullchain, _leaf_pem(c) + c.chain_pem.encode())
+            if tx.write(fullchain, _leaf_pem(c) + c.chain_pem.encode()):  # new: confirm nginx serves it
+                serial = format(x509.load_pem_x509_certificate(c.cert_pem.encode()).serial_number, "x")
+                self._to_confirm[primary] = serial
             blocks.append(
                 f"server {{\n    listen {self.cfg.nginx_listen} ssl;\n    server_name {' '.join(c.domains)};\n"
                 f"    ssl_certificate {fullchain};\n    ssl_certificate_key {cert_dir / (primary + '.key')};\n"

@@ -56,6 +56,7 @@ class AgentConfig:
     nginx_include: str = ""            # render nginx server blocks here (the second target)
     nginx_listen: str = "443"          # listen address of those TLS servers
     nginx_http_listen: str = ""        # if set, also a port-80 style server answering ACME challenges
+    confirm_served: bool = True        # after a reload, ACK only once nginx presents the new certificates
     backoff_max: float = 30.0
 
     @classmethod
@@ -83,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with the settings below (flags override it)")
     for f in fields(AgentConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action="store_true", default=None)
+        if f.type in ("bool", bool):  # --insecure / --no-insecure; unset keeps the file's or the default value
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         elif f.name in ("check_command", "reload_command"):
             p.add_argument(flag, dest=f.name, help="a shell-quoted command line")
         elif f.type in ("float", float):

@@ -41,14 +41,16 @@ class Transaction:
             except FileNotFoundError:
                 self._before[path] = (None, 0)
 
-    def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
+    def write(self, path: Path, data: bytes, mode: int = 0o644) -> bool:
+        """Write unless the file already holds ``data``; True when it changed."""
         self._remember(path)
         try:
             if path.read_bytes() == data:
-                return
+                return False
         except FileNotFoundError:
             pass
         atomic_write(path, data, mode)
+        return True
 
     def delete(self, path: Path) -> None:
         self._remember(path)

@@ -1,0 +1,70 @@
+"""After an nginx reload, confirm by TLS handshake that the new certificates are what nginx presents.
+
+`nginx -s reload` returns as soon as the signal is sent; the new workers start a moment later (longer with many
+certificates). An ACK must mean "served", so the agent waits for the handshake before it answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+from cryptography import x509
+
+
+def listen_target(listen: str) -> tuple[str, int]:
+    """Where to connect for an nginx ``listen`` value: ``443``, ``127.0.0.1:8443``, ``[::1]:443``, ``*:443``."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "*", "0.0.0.0"):  # noqa: S104 - a wildcard listen is reached on loopback
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, int(port)
+
+
+def presented_serial(host: str, port: int, server_name: str, timeout: float = 2.0) -> str | None:
+    """Lowercase hex serial of the leaf nginx presents for ``server_name``, or None if no handshake."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # we compare serials; trust is not the question here
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    return format(x509.load_der_x509_certificate(der).serial_number, "x") if der else None
+
+
+def probe_name(domain: str) -> str:
+    """An SNI that a server_name of ``domain`` answers (a wildcard needs a concrete name)."""
+    return f"gateway-agent-probe.{domain[2:]}" if domain.startswith("*.") else domain
+
+
+def wait_until_served(expected: dict[str, str], listen: str, timeout: float,
+                      streak: int = 3) -> dict[str, str | None]:
+    """Poll until every ``{domain: serial}`` is presented; returns what is still wrong (empty: all served).
+
+    Right after a reload old and new nginx workers both accept for a moment (the master starts the new ones before
+    it tells the old ones to stop listening), so one good handshake is not enough: ``streak`` in a row are."""
+    host, port = listen_target(listen)
+    pending: dict[str, str | None] = dict.fromkeys(expected)
+    good = dict.fromkeys(expected, 0)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        for domain in list(pending):
+            got = presented_serial(host, port, probe_name(domain))
+            good[domain] = good[domain] + 1 if got == expected[domain] else 0
+            if good[domain] >= streak:
+                del pending[domain]
+            else:
+                pending[domain] = got
+        if pending and all(good[d] for d in pending):  # only confirming a streak: ask again at once
+            continue
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
