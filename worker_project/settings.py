@@ -68,7 +68,7 @@ try:
     GRPC_CA_KEY = env_str("GRPC_CA_KEY", str(VAR_DIR / "pki" / "ca.key"))
     GRPC_INSECURE = env_bool("GRPC_INSECURE", False)  # plaintext: development only, never the default
     GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
-    PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.05)
+    PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.02)
     PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
     GRPC_METRICS_PORT = env_int("GRPC_METRICS_PORT", 9108)  # run_grpc's own /metrics listener (0: none)
     GRPC_METRICS_BIND = env_str("GRPC_METRICS_BIND", "127.0.0.1")
