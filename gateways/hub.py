@@ -255,6 +255,12 @@ class Hub:
         while True:
             await self._events_ready.wait()
             await asyncio.sleep(0.005)  # let a burst of ACKs accumulate into one transaction
+            # Building a 1,000-row upsert holds the GIL for tens of milliseconds: wait (briefly) until a fan-out
+            # in progress has handed every stream its message, so the flush does not slow the pushes down.
+            for _ in range(25):
+                if not any(st.queue.qsize() for st in self.streams.values()):
+                    break
+                await asyncio.sleep(0.01)
             await self._flush()
 
     async def _flush(self) -> None:
