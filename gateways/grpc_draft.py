@@ -189,7 +189,7 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
                        context: grpc.aio.ServicerContext) -> object:
         processed = 0
         async for _entry in request_iterator:
-            processed += 1  # the log pipeline (issue 5) takes them from here
+            processed += 1  # counted, not kept: the log-pipeline work stores them
         return dpb.LogProcessingResponse(success=True, message="accepted", processed_count=processed, error_count=0)
 
     async def GetMetrics(self, request: dpb.MetricsRequest, context: grpc.aio.ServicerContext) -> object:  # noqa: N802

@@ -168,7 +168,7 @@ class PushServicer:
         elif kind == "hello":
             err = "Hello may be sent only once per stream"
         elif kind in ("logs", "security_events"):
-            err = None  # accepted; the log pipeline (issue 5) consumes them from here
+            err = None  # accepted and dropped until the log-pipeline work stores them
         else:
             err = "empty GatewayMessage"
         if err:
