@@ -8,9 +8,9 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from certificates import x509
-from certificates.acme_client import generate_account_key
-from certificates.models import AcmeAccount, Certificate, ChallengeType, DnsUpdateServer
+from certificates.acme_client import AcmeError, generate_account_key
+from certificates.models import AcmeAccount, Certificate, DnsUpdateServer
+from certificates.services.issuance import check_domains
 
 
 def _secret_field(help_text: str) -> forms.CharField:
@@ -60,6 +60,10 @@ class DnsUpdateServerForm(forms.ModelForm):
         return server
 
 
+# which form field a request problem (certificates.services.issuance.check_domains) belongs to
+_FIELD_OF_PROBLEM = {"local:wildcard-http01": "challenge_type", "local:dns-config": "dns_server"}
+
+
 class CertificateForm(forms.ModelForm):
     """Bad input is refused here with the reason, before any order is placed."""
 
@@ -73,16 +77,10 @@ class CertificateForm(forms.ModelForm):
         domains = data.get("domains")
         if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
             raise forms.ValidationError({"domains": 'a JSON list of names, e.g. ["example.com", "www.example.com"]'})
-        normalized = []
-        for name in domains:
-            try:
-                normalized.append(x509.validate_domain_name(name))
-            except x509.DomainNameError as exc:
-                raise forms.ValidationError({"domains": str(exc)}) from exc
-        if data.get("challenge_type") == ChallengeType.HTTP_01 and any(d.startswith("*.") for d in normalized):
-            raise forms.ValidationError({"challenge_type": "wildcard names need dns-01"})
-        if data.get("challenge_type") == ChallengeType.DNS_01 and not data.get("dns_server"):
-            raise forms.ValidationError({"dns_server": "dns-01 needs a DNS update server"})
+        try:
+            normalized = check_domains(domains, data.get("challenge_type", ""), bool(data.get("dns_server")))
+        except AcmeError as exc:
+            raise forms.ValidationError({_FIELD_OF_PROBLEM.get(exc.error_type, "domains"): str(exc)}) from exc
         data["domains"] = normalized
         return data
 

@@ -4,20 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-try:
-    from worker_project.schedules import PeriodicJob
-except ImportError:  # the foundation's scheduler module lands separately; keep the declaration importable
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class PeriodicJob:  # type: ignore[no-redef]
-        name: str
-        task: str
-        every_seconds: float
-        queue: str
-        expires_seconds: float
-        description: str
-
+from worker_project.schedules import PeriodicJob
 
 SCHEDULES = [
     PeriodicJob(

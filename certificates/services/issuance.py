@@ -46,25 +46,31 @@ def _test_hold(step: str) -> None:
         time.sleep(float(seconds or 30))
 
 
-def check_request(certificate: Certificate) -> list[str]:
-    """Normalized domains, or ``AcmeError(permanent)`` naming what is wrong (nothing is sent to the CA)."""
-    if not certificate.domains:
+def check_domains(domains: list[str], challenge_type: str, has_dns_server: bool) -> list[str]:
+    """Normalized domains, or ``AcmeError(permanent)`` naming what is wrong. The one set of request rules, used
+    before an order (nothing is sent to the CA) and by the admin form and commands (nothing is saved)."""
+    if not domains:
         raise AcmeError("the certificate lists no domains", error_type="local:bad-domain", permanent=True)
-    domains: list[str] = []
-    for name in certificate.domains:
+    normalized: list[str] = []
+    for name in domains:
         try:
             norm = x509.validate_domain_name(str(name), allow_wildcard=True)
         except x509.DomainNameError as exc:
             raise AcmeError(f"invalid domain name {name!r}: {exc}", error_type="local:bad-domain",
                             permanent=True) from exc
-        if norm.startswith("*.") and certificate.challenge_type == ChallengeType.HTTP_01:
-            raise AcmeError(f"{name} is a wildcard: wildcards can only be validated with dns-01, not http-01",
-                            error_type="local:wildcard-http01", permanent=True)
-        domains.append(norm)
-    if certificate.challenge_type == ChallengeType.DNS_01 and certificate.dns_server_id is None:
+        if norm.startswith("*.") and challenge_type == ChallengeType.HTTP_01:
+            raise AcmeError(f"{name} is a wildcard, and wildcard names need dns-01: wildcards can only be "
+                            "validated with dns-01, not http-01", error_type="local:wildcard-http01", permanent=True)
+        normalized.append(norm)
+    if challenge_type == ChallengeType.DNS_01 and not has_dns_server:
         raise AcmeError("dns-01 needs a DNS update server on the certificate", error_type="local:dns-config",
                         permanent=True)
-    return domains
+    return normalized
+
+
+def check_request(certificate: Certificate) -> list[str]:
+    return check_domains(list(certificate.domains or []), certificate.challenge_type,
+                         certificate.dns_server_id is not None)
 
 
 def live_order(certificate: Certificate) -> AcmeOrder | None:
