@@ -98,8 +98,8 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
     from certificates.tasks import renew_certificate
     from gateways.models import GatewayGroup
     from gateways.services import desired_version, publish_desired_state, wait_for_acks
-    from gateways.testing import AgentProcess, Pki, agent_settings, wait_until
     from tests.peers.nginx import free_port
+    from tests.push_support import AgentProcess, Pki, agent_settings, wait_until
 
     pki = Pki.create(work / "pki")
     grpc_port = free_port()

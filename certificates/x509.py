@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import idna
@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from worker_project.dnsnames import name_covered  # noqa: F401 - re-exported: one wildcard rule
 
 KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
 _CURVES: dict[str, ec.EllipticCurve] = {"ec256": ec.SECP256R1(), "ec384": ec.SECP384R1()}
@@ -252,19 +254,6 @@ def make_temporary_certificate(
 
 
 # --- validation ----------------------------------------------------------------------------------------------------
-
-def name_covered(requested: str, sans: Iterable[str]) -> bool:
-    """Whether SANs cover ``requested``: an exact match, or a SAN ``*.parent`` for exactly one more label
-    (``*.a.b`` covers ``x.a.b``, not ``a.b`` nor ``y.x.a.b``). A requested wildcard needs the same wildcard."""
-    requested = requested.lower().rstrip(".")
-    sans = {s.lower().rstrip(".") for s in sans}
-    if requested in sans:
-        return True
-    if requested.startswith("*."):
-        return False
-    _, _, parent = requested.partition(".")
-    return bool(parent) and f"*.{parent}" in sans
-
 
 def validate_certificate_basics(
     cert_pem: str, key_pem: str, domains: Sequence[str], now: dt.datetime | None = None,

@@ -4,8 +4,8 @@ Example (``gateway-agent --config /etc/gateway-agent.yaml``), for a Gateway read
 directory plus a plain nginx as the data plane::
 
     server: worker.internal:50051
-    instance_id: edge-1
-    group: default
+    instance_id: edge-1                    # optional: must match the certificate's name if given
+    group: default                         # optional: must match the group the certificate was issued for
     ca: /etc/gateway-agent/ca.crt          # from `manage.py issue_gateway_cert edge-1 --out DIR`
     cert: /etc/gateway-agent/edge-1.crt
     key: /etc/gateway-agent/edge-1.key
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ import yaml
 @dataclass
 class AgentConfig:
     server: str = "127.0.0.1:50051"
-    instance_id: str = field(default_factory=socket.gethostname)
-    group: str = "default"
+    instance_id: str = ""               # empty: the name its client certificate was issued to
+    group: str = ""                    # empty: the credential's group (the Worker decides; a mismatch is refused)
     ca: str = ""                       # the Worker's CA (ca.crt from issue_gateway_cert)
     cert: str = ""                     # this Gateway's client certificate
     key: str = ""

@@ -3,14 +3,25 @@ credentials (revoke). Nothing here shows a payload: it holds private keys."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html_join
 
 from .models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
-from .services import desired_version, resync_instances
+from .services import (
+    CredentialError,
+    GroupError,
+    create_group,
+    desired_version,
+    move_credential,
+    resync_instances,
+    revoke_credentials,
+)
 
 
 class ResourceStateInline(admin.TabularInline):
@@ -68,7 +79,7 @@ class GatewayInstanceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resync: forget sent and parked versions, resend on the next reconcile")
     def resync(self, request: HttpRequest, queryset: QuerySet[GatewayInstance]) -> None:
-        n = resync_instances(queryset.values_list("pk", flat=True))
+        n = resync_instances(queryset.values_list("pk", flat=True), actor=request.user)
         self.message_user(request, f"resync requested for {queryset.count()} instance(s) ({n} resource states)",
                           messages.SUCCESS)
 
@@ -80,6 +91,20 @@ class GatewayInstanceAdmin(admin.ModelAdmin):
 class GatewayGroupAdmin(admin.ModelAdmin):
     list_display = ("name", "description", "instances_total", "instances_connected")
     search_fields = ("name",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: GatewayGroup | None = None) -> tuple[str, ...]:
+        return ("name",) if obj is not None else ()  # credentials and versions refer to it by row, not name
+
+    def save_model(self, request: HttpRequest, obj: GatewayGroup, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        try:  # one path for a new group: audited, and every resource type built for it
+            group = create_group(obj.name, obj.description, actor=request.user)
+        except GroupError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            raise
+        obj.pk = group.pk
 
     @admin.display(description="instances")
     def instances_total(self, obj: GatewayGroup) -> int:
@@ -114,18 +139,43 @@ class ResourceVersionAdmin(admin.ModelAdmin):
         return False
 
 
+class CredentialActionForm(ActionForm):
+    group = forms.ModelChoiceField(GatewayGroup.objects.all(), required=False, help_text="for “Move to group”")
+    reason = forms.CharField(required=False, max_length=200, help_text="for “Revoke” (kept in the audit trail)")
+
+
 @admin.register(GatewayCredential)
 class GatewayCredentialAdmin(admin.ModelAdmin):
-    list_display = ("name", "serial", "not_after", "created_at", "revoked_at")
-    list_filter = ("revoked_at",)
+    list_display = ("name", "group", "serial", "not_after", "created_at", "revoked_at", "revoked_reason")
+    list_filter = ("group", "revoked_at")
     search_fields = ("name", "serial", "fingerprint_sha256")
-    readonly_fields = ("name", "serial", "fingerprint_sha256", "not_after", "created_at", "revoked_at")
-    actions = ["revoke"]
+    readonly_fields = ("name", "group", "serial", "fingerprint_sha256", "not_after", "created_at", "revoked_at",
+                       "revoked_reason")
+    actions = ["revoke", "move"]
+    action_form = CredentialActionForm
 
-    @admin.action(description="Revoke: refuse these client certificates from now on")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GatewayCredential]:
+        return super().get_queryset(request).select_related("group")
+
+    @admin.action(description="Revoke: refuse these client certificates on every RPC and close their streams")
     def revoke(self, request: HttpRequest, queryset: QuerySet[GatewayCredential]) -> None:
-        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"revoked {n} credential(s)", messages.SUCCESS)
+        n = revoke_credentials(list(queryset), actor=request.user, reason=request.POST.get("reason", ""))
+        self.message_user(request, f"revoked {n} credential(s); their open streams are being closed",
+                          messages.SUCCESS)
+
+    @admin.action(description="Move to group: the Gateway reconnects into the chosen group")
+    def move(self, request: HttpRequest, queryset: QuerySet[GatewayCredential]) -> None:
+        group = GatewayGroup.objects.filter(pk=request.POST.get("group") or 0).first()
+        if group is None:
+            self.message_user(request, "choose the group to move to", messages.ERROR)
+            return
+        try:
+            for cred in queryset:
+                move_credential(cred, group.name, actor=request.user)
+        except CredentialError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"moved {queryset.count()} credential(s) to {group.name}", messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued by `manage.py issue_gateway_cert`

@@ -3,6 +3,8 @@
 Choices the draft leaves open are written down in proto/README.md: timestamps are unix seconds, checksums are
 lowercase hex SHA-256 of ``config_data`` (UTF-8), config_version is our version number as a decimal string,
 config types are ``waf`` (waf_rules), ``gateway`` (config) and ``emergency`` (emergency_rules, as JSON).
+The group served is the caller's credential's (grpc_auth); a ``gateway_id`` in a request must be the
+credential's instance id or empty.
 """
 
 from __future__ import annotations
@@ -19,23 +21,33 @@ from gateway_worker import gateway_worker_pb2_grpc as dgrpc
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 from google.protobuf import json_format
 
-from . import metrics, store
+from worker_project.dnsnames import name_covered
+
+from . import store
+from .grpc_auth import StreamError, clip, current_identity, current_session
+from .grpc_push import check_claims
 from .hub import Hub, in_thread
+from .models import DEFAULT_GROUP
 
 CONFIG_TYPES = {"waf": "waf_rules", "gateway": "config", "emergency": "emergency_rules",
                 "waf_rules": "waf_rules", "config": "config", "emergency_rules": "emergency_rules"}
 HEALTH_NAMES = {"", "gateway-worker", "gateway_worker.GatewayWorkerService"}
 
 
-def _group_of(gateway_id: str, identity: str) -> int | None:
-    from .models import GatewayGroup, GatewayInstance
-    for filt in ({"instance_id": gateway_id} if gateway_id else None,
-                 {"client_identity": identity} if identity else None):
-        if filt:
-            gid = GatewayInstance.objects.filter(**filt).values_list("group_id", flat=True).first()
-            if gid:
-                return int(gid)
-    return GatewayGroup.objects.filter(name="default").values_list("id", flat=True).first()
+_DOMAIN_MAX = 253
+_MAX_WATCH_DOMAINS = 1000
+
+
+def _default_group_id() -> int | None:
+    from .models import GatewayGroup
+    return GatewayGroup.objects.filter(name=DEFAULT_GROUP).values_list("id", flat=True).first()
+
+
+def _check_domain(domain: str) -> str:
+    if not domain or len(domain) > _DOMAIN_MAX or any(c.isspace() or c == "\x00" for c in domain):
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"domain {clip(domain)} is not a DNS name (1-{_DOMAIN_MAX} characters, no spaces)")
+    return domain.lower().rstrip(".")
 
 
 def _update(lv: store.LoadedVersion) -> pb.ResourceUpdate:
@@ -55,12 +67,6 @@ def _cert_fields(c: pb.Certificate, domain: str) -> dict[str, object]:
             "certificate_id": str(c.version_id or c.serial)}
 
 
-def _matches(pattern: str, domain: str) -> bool:
-    if pattern == domain:
-        return True
-    return pattern.startswith("*.") and domain.count(".") >= 2 and domain.split(".", 1)[1] == pattern[2:]
-
-
 class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -71,12 +77,17 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
     async def _load(self, rtype: str, group_id: int | None) -> store.LoadedVersion | None:
         if group_id is None:
             return None
+        await self.hub.ensure_built(group_id)
         loaded = await in_thread(store.load_desired, [(rtype, group_id)], self.hub.nonce_prefix)
         return loaded[0] if loaded else None
 
-    async def _group(self, gateway_id: str, context: grpc.aio.ServicerContext) -> int | None:
-        from .grpc_push import client_identity
-        return await in_thread(_group_of, gateway_id, client_identity(context))
+    async def _group(self, gateway_id: str) -> int | None:
+        """The caller's group: its credential's (a ``gateway_id`` naming another Gateway is refused)."""
+        ident = current_identity()
+        check_claims(ident, instance_id=gateway_id, what="gateway_id")
+        if ident is not None:
+            return ident.group_id
+        return await in_thread(_default_group_id)  # plaintext development mode only
 
     async def HealthCheck(self, request: dpb.HealthCheckRequest, context: grpc.aio.ServicerContext) -> object:  # noqa: N802
         status = (dpb.HealthCheckResponse.SERVING if request.service in HEALTH_NAMES
@@ -84,18 +95,22 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
         return dpb.HealthCheckResponse(status=status)
 
     async def GetCertificate(self, request: dpb.CertificateRequest, context: grpc.aio.ServicerContext) -> object:  # noqa: N802
-        lv = await self._load("certificates", await self._group("", context))
-        want_temp = {"temporary": True, "production": False}.get(request.certificate_type.lower())
+        domain = _check_domain(request.domain)
+        want_temp = {"temporary": True, "production": False}.get(request.certificate_type[:32].lower())
+        lv = await self._load("certificates", await self._group(""))
         if lv is not None:
             for c in _update(lv).certificates.certificates:
-                if any(_matches(d, request.domain) for d in c.domains) and want_temp in (None, c.temporary):
-                    return dpb.CertificateResponse(**_cert_fields(c, request.domain))
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"no certificate for {request.domain!r}")
+                if name_covered(domain, list(c.domains)) and want_temp in (None, c.temporary):
+                    return dpb.CertificateResponse(**_cert_fields(c, domain))
+        raise StreamError(grpc.StatusCode.NOT_FOUND, f"no certificate for {domain!r}")
 
     async def WatchCertificateUpdates(self, request: dpb.CertificateWatchRequest,  # noqa: N802
                                       context: grpc.aio.ServicerContext) -> AsyncIterator[dpb.CertificateUpdate]:
-        group_id = await self._group(request.gateway_id, context)
-        wanted = set(request.domains)
+        group_id = await self._group(request.gateway_id)
+        if len(request.domains) > _MAX_WATCH_DOMAINS:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{len(request.domains)} domains: watch at most {_MAX_WATCH_DOMAINS} (or none for all)")
+        wanted = {_check_domain(d) for d in request.domains}
         sent: dict[str, str] = {}  # domain -> fingerprint
         async for lv in self._watch("certificates", group_id):
             now: dict[str, pb.Certificate] = {}
@@ -115,12 +130,12 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
     async def GetConfiguration(self, request: dpb.ConfigurationRequest, context: grpc.aio.ServicerContext) -> object:  # noqa: N802
         rtype = CONFIG_TYPES.get(request.config_type)
         if rtype is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"unknown config_type {request.config_type!r}; expected waf, gateway or emergency")
-        lv = await self._load(rtype, await self._group(request.gateway_id, context))
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"unknown config_type {clip(request.config_type)}; expected waf, gateway or emergency")
+        lv = await self._load(rtype, await self._group(request.gateway_id))
         if lv is None or (request.config_version and request.config_version != str(lv.version)):
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"no {request.config_type} version {request.config_version or '(latest)'}")
+            raise StreamError(grpc.StatusCode.NOT_FOUND,
+                              f"no {request.config_type} version {clip(request.config_version or '(latest)')}")
         data = _config_data(_update(lv))
         return dpb.ConfigurationResponse(config_type=request.config_type, config_version=str(lv.version),
                                          config_data=data, updated_at=int(lv.created_at.timestamp()),
@@ -128,7 +143,8 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
 
     async def UpdateConfiguration(self, request: dpb.UpdateConfigurationRequest,  # noqa: N802
                                   context: grpc.aio.ServicerContext) -> object:
-        # The Worker owns desired state: changes go through validation, replay and approval (issue 6).
+        # The Worker owns desired state: changes go through validation, replay and approval.
+        check_claims(current_identity(), instance_id=request.gateway_id, what="gateway_id")
         return dpb.UpdateConfigurationResponse(
             success=False, message="read-only: configuration is changed in the Worker (validated, approved, "
                                    "then pushed), not by a Gateway")
@@ -138,15 +154,18 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
         names = list(request.config_types) or ["waf", "gateway", "emergency"]
         bad = [n for n in names if n not in CONFIG_TYPES]
         if bad:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown config_types {bad}")
-        group_id = await self._group(request.gateway_id, context)
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"unknown config_types {clip(bad)}; expected waf, gateway or emergency")
+        group_id = await self._group(request.gateway_id)
         by_type = {CONFIG_TYPES[n]: n for n in names}
-        queue: asyncio.Queue[store.LoadedVersion] = asyncio.Queue()
+        queue: asyncio.Queue[store.LoadedVersion | StreamError] = asyncio.Queue()
         seen: set[str] = set()
         tasks = [asyncio.create_task(self._pump(t, group_id, queue)) for t in by_type]
         try:
             while True:
                 lv = await queue.get()
+                if isinstance(lv, StreamError):
+                    raise lv
                 data = _config_data(_update(lv))
                 yield dpb.ConfigurationUpdate(
                     config_type=by_type[lv.resource_type], config_version=str(lv.version), config_data=data,
@@ -157,20 +176,32 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
             for t in tasks:
                 t.cancel()
 
-    async def _pump(self, rtype: str, group_id: int | None, queue: asyncio.Queue[store.LoadedVersion]) -> None:
-        async for lv in self._watch(rtype, group_id):
-            queue.put_nowait(lv)
+    async def _pump(self, rtype: str, group_id: int | None,
+                    queue: asyncio.Queue[store.LoadedVersion | StreamError]) -> None:
+        try:
+            async for lv in self._watch(rtype, group_id):
+                queue.put_nowait(lv)
+        except StreamError as exc:
+            queue.put_nowait(exc)
 
     async def _watch(self, rtype: str, group_id: int | None) -> AsyncIterator[store.LoadedVersion]:
-        """The current version of (type, group), then every newer one this replica learns about."""
-        queue: asyncio.Queue[store.LoadedVersion] = asyncio.Queue()
+        """The current version of (type, group), then every newer one this replica learns about (the hub's
+        reconcile covers the groups watched here, so a lost notice is still delivered)."""
+        if group_id is None:
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "no group to watch")
+        queue: asyncio.Queue[store.LoadedVersion | StreamError] = asyncio.Queue()
 
         def on_version(lv: store.LoadedVersion) -> None:
             if lv.resource_type == rtype and lv.group_id == group_id:
                 queue.put_nowait(lv)
 
-        self.hub.watchers.add(on_version)
-        metrics.STREAMS.inc()
+        session = current_session()
+        if session is not None and session.on_close is None:
+            session.on_close = queue.put_nowait  # revoked or moved: end the watch with that status
+        elif session is not None:  # several watches share one call (WatchConfigurationUpdates)
+            previous = session.on_close
+            session.on_close = lambda err: (previous(err), queue.put_nowait(err))  # type: ignore[misc, func-returns-value]
+        self.hub.watch(group_id, on_version)
         try:
             last = 0
             current = await self._load(rtype, group_id)
@@ -178,19 +209,25 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
                 queue.put_nowait(current)
             while True:
                 lv = await queue.get()
+                if isinstance(lv, StreamError):
+                    raise lv
                 if lv.version > last:
                     last = lv.version
                     yield lv
         finally:
-            self.hub.watchers.discard(on_version)
-            metrics.STREAMS.dec()
+            self.hub.unwatch(group_id, on_version)
 
     async def SendLogs(self, request_iterator: AsyncIterator[dpb.LogEntry],  # noqa: N802
                        context: grpc.aio.ServicerContext) -> object:
-        processed = 0
-        async for _entry in request_iterator:
-            processed += 1  # counted, not kept: the log-pipeline work stores them
-        return dpb.LogProcessingResponse(success=True, message="accepted", processed_count=processed, error_count=0)
+        check_claims(current_identity(), what="SendLogs")
+        received = 0
+        async for entry in request_iterator:
+            check_claims(current_identity(), instance_id=entry.gateway_id, what="LogEntry.gateway_id")
+            received += 1
+        # Honest until the log pipeline stores entries: nothing was processed, and the message says so.
+        return dpb.LogProcessingResponse(
+            success=False, processed_count=0, error_count=0,
+            message=f"received {received} entries and stored none: log intake is not implemented yet")
 
     async def GetMetrics(self, request: dpb.MetricsRequest, context: grpc.aio.ServicerContext) -> object:  # noqa: N802
         now = int(time.time())

@@ -1,7 +1,9 @@
 """gateway_worker.v1.PushService: the Gateway push stream and its unary calls.
 
-Requests are parsed here (not by grpc's deserializer) so a malformed message gets INVALID_ARGUMENT with a
-clear text; responses are pre-serialized bytes shared by all streams of a group.
+Who calls is decided by grpc_auth (the verified client certificate -> GatewayCredential) before any method here
+runs: the instance id and group come from there; the ids and group a Gateway writes into its messages are only
+checked against them (a mismatch is PERMISSION_DENIED naming it). Requests arrive parsed and size-checked;
+responses are pre-serialized bytes shared by all streams of a group.
 """
 
 from __future__ import annotations
@@ -16,59 +18,69 @@ from typing import Any
 import grpc
 from django.utils import timezone
 from gateway_worker.v1 import gateway_worker_pb2 as pb
-from google.protobuf.message import DecodeError
 
-from . import metrics, pki, store
+from . import store
+from .credentials import Identity
+from .grpc_auth import StreamError, clip, current_identity, current_session
 from .hub import Hub, StreamState, in_thread
+from .models import DEFAULT_GROUP
 from .resources import RESOURCE_TYPES
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "gateway_worker.v1.PushService"
 _GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-class StreamError(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-def client_fingerprint(context: grpc.aio.ServicerContext) -> str:
-    auth = context.auth_context() or {}
-    pem = auth.get("x509_pem_cert") or []
-    return pki.fingerprint_of_pem(pem[0]) if pem else ""
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def client_identity(context: grpc.aio.ServicerContext) -> str:
     auth = context.auth_context() or {}
     cn = auth.get("x509_common_name") or []
-    return cn[0].decode() if cn else ""
-
-
-def _parse(raw: bytes) -> pb.GatewayMessage:
-    try:
-        return pb.GatewayMessage.FromString(raw)
-    except DecodeError as exc:
-        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"malformed GatewayMessage: {exc}") from None
+    return cn[0].decode(errors="replace")[:200] if cn else ""
 
 
 def _check_type(rtype: str) -> None:
     if rtype not in RESOURCE_TYPES:
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"unknown resource type {rtype!r}; expected one of {sorted(RESOURCE_TYPES)}")
+                          f"unknown resource type {clip(rtype)}; expected one of {sorted(RESOURCE_TYPES)}")
+
+
+def _check_id(what: str, value: str) -> None:
+    if value and not _ID_RE.match(value):
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{what} {clip(value)} must be 1-128 letters, digits, '.', '_', ':' and '-'")
+
+
+def check_claims(ident: Identity | None, *, instance_id: str = "", group: str = "", what: str = "request") -> None:
+    """A Gateway may repeat who it is; it may not claim to be someone else or to read another group."""
+    _check_id(f"{what} instance id", instance_id)
+    if group and not _GROUP_RE.match(group):
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{what} group {clip(group)} is not a slug (lowercase letters, digits, - and _)")
+    if ident is None:
+        return
+    if instance_id and instance_id != ident.instance_id:
+        raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{what} names instance {clip(instance_id)} but this client certificate was issued to "
+                          f"{ident.instance_id!r}")
+    if group and group != ident.group_name:
+        raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{what} names group {clip(group)} but this client certificate belongs to group "
+                          f"{ident.group_name!r} (a Gateway is moved between groups in the Worker's admin)")
 
 
 class PushServicer:
-    def __init__(self, hub: Hub, hello_timeout: float = 10.0) -> None:
+    def __init__(self, hub: Hub, hello_timeout: float = 10.0, send_timeout: float = 30.0) -> None:
         self.hub = hub
         self.hello_timeout = hello_timeout
+        self.send_timeout = send_timeout
 
     def handler(self) -> grpc.GenericRpcHandler:
-        ident = lambda b: b  # noqa: E731 - requests parsed in the handler, responses already bytes
+        # Responses of Stream are pre-serialized bytes; requests are parsed by grpc_auth's wrapper.
         return grpc.method_handlers_generic_handler(SERVICE, {
-            "Stream": grpc.stream_stream_rpc_method_handler(self.stream, request_deserializer=ident,
-                                                            response_serializer=ident),
+            "Stream": grpc.stream_stream_rpc_method_handler(
+                self.stream, request_deserializer=pb.GatewayMessage.FromString,
+                response_serializer=lambda b: b),
             "FetchResource": grpc.unary_unary_rpc_method_handler(
                 self.fetch, request_deserializer=pb.FetchResourceRequest.FromString,
                 response_serializer=pb.ResourceUpdate.SerializeToString),
@@ -77,49 +89,40 @@ class PushServicer:
                 response_serializer=pb.StatusReply.SerializeToString),
         })
 
-    async def stream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+    async def stream(self, requests: AsyncIterator[pb.GatewayMessage], context: grpc.aio.ServicerContext) -> None:
         st: StreamState | None = None
         try:
             try:
-                first = await asyncio.wait_for(context.read(), self.hello_timeout)
+                first = await asyncio.wait_for(anext(requests, None), self.hello_timeout)
             except TimeoutError:
                 raise StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"no Hello within {self.hello_timeout:g}s; the first message must be Hello") from None
-            if first is grpc.aio.EOF:
+            if first is None:
                 return
-            msg = _parse(first)
-            if msg.WhichOneof("msg") != "hello":
+            if first.WhichOneof("msg") != "hello":
                 raise StreamError(grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"the first message must be Hello, got {msg.WhichOneof('msg') or 'nothing'}")
-            st = await self._hello(msg.hello, context)
+                                  f"the first message must be Hello, got {first.WhichOneof('msg') or 'nothing'}")
+            st = await self._hello(first.hello, context)
             # Only the writer touches the call from here on (one send at a time, then the final status);
-            # the reader hands it errors through the queue.
-            reader = asyncio.create_task(self._read(st, context))
+            # the reader and the hub hand it errors through the queue.
+            reader = asyncio.create_task(self._read(st, requests))
             try:
                 await self._write(st, context)
             finally:
                 reader.cancel()
-        except StreamError as exc:
-            metrics.REJECTED_STREAMS.labels(exc.code.name).inc()
-            await context.abort(exc.code, exc.details)
         finally:
             if st is not None and self.hub.detach(st):
                 # recorded, not awaited: this task may be cancelled (client gone) and must not block here
                 self.hub.record(store.Event("disconnect", st.instance_pk, "", 0, at=timezone.now()))
 
-    async def _read(self, st: StreamState, context: grpc.aio.ServicerContext) -> None:
+    async def _read(self, st: StreamState, requests: AsyncIterator[pb.GatewayMessage]) -> None:
         try:
-            while True:
-                raw = await context.read()
-                if raw is grpc.aio.EOF:
-                    st.queue.put_nowait(None)
-                    return
-                self._handle(st, _parse(raw))
-        except StreamError as exc:
-            st.queue.put_nowait(exc)
+            async for msg in requests:
+                self._handle(st, msg)
+            st.queue.put_nowait(None)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # e.g. the message was larger than allowed: let the writer end the call
+        except Exception as exc:  # StreamError (bad message), or the call broke: let the writer end it
             st.queue.put_nowait(exc)
 
     async def _write(self, st: StreamState, context: grpc.aio.ServicerContext) -> None:
@@ -131,26 +134,37 @@ class PushServicer:
                 raise item
             if isinstance(item, BaseException):
                 raise StreamError(grpc.StatusCode.INTERNAL, f"stream failed: {type(item).__name__}")
-            await context.write(item)
+            try:
+                await asyncio.wait_for(context.write(item), self.send_timeout)
+            except TimeoutError:
+                raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"the Gateway took no message for {self.send_timeout:g}s; cut off (reconnect "
+                                  "to resync)") from None
 
     async def _hello(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> StreamState:
-        if not hello.instance_id or len(hello.instance_id) > 128:
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "Hello.instance_id must be 1-128 characters")
-        group = hello.group or "default"
-        if not _GROUP_RE.match(group):
-            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"Hello.group {group!r} is not a slug (lowercase letters, digits, - and _)")
+        ident = current_identity()
+        check_claims(ident, instance_id=hello.instance_id, group=hello.group, what="Hello")
         known = dict(hello.known_versions)
         for rtype in known:
             _check_type(rtype)
-        fingerprint = client_fingerprint(context)
-        if fingerprint and await in_thread(store.is_revoked, fingerprint):
-            raise StreamError(grpc.StatusCode.PERMISSION_DENIED, "client certificate revoked; issue a new one")
-        reg = await in_thread(store.register_hello, hello.instance_id, group, hello.agent_version,
-                              client_identity(context), context.peer(), self.hub.replica, known)
-        st = StreamState(hello.instance_id, reg.instance_pk, reg.group_id, reg.group_name)
-        st.known.update({t: v for t, v in known.items() if v})
+        if ident is not None:
+            instance_id, group_id = ident.instance_id, ident.group_id
+        else:  # plaintext development mode: no certificate, so the Hello is all there is (the group must exist)
+            if not hello.instance_id:
+                raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "Hello.instance_id is required without mTLS")
+            group = await in_thread(store.group_by_name, hello.group or DEFAULT_GROUP)
+            if group is None:
+                raise StreamError(grpc.StatusCode.NOT_FOUND, f"no group {clip(hello.group)}; groups are created "
+                                                             "in the Worker, not by a Gateway")
+            instance_id, group_id = hello.instance_id, group.pk
+        reg = await in_thread(store.register_hello, instance_id, group_id, hello.agent_version,
+                              client_identity(context), context.peer(), self.hub.replica)
+        st = StreamState(instance_id, reg.instance_pk, reg.group_id, reg.group_name, session=current_session())
+        # The Hello's versions only spare a resend when they agree with what this instance ACKed (by nonce).
+        st.known.update({t: v for t, v in known.items() if v and reg.acked.get(t) == v})
         st.parked.update(reg.parked)
+        if st.session is not None:
+            st.session.on_close = st.queue.put_nowait
         welcome = pb.WorkerMessage(welcome=pb.Welcome(replica=self.hub.replica, server_time=int(time.time())))
         st.queue.put_nowait(welcome.SerializeToString())
         self.hub.attach(st)
@@ -168,35 +182,35 @@ class PushServicer:
         elif kind == "hello":
             err = "Hello may be sent only once per stream"
         elif kind in ("logs", "security_events"):
-            err = None  # accepted and dropped until the log-pipeline work stores them
+            err = None  # not stored yet: the log pipeline will (see proto/README.md); nothing is acknowledged
         else:
             err = "empty GatewayMessage"
         if err:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, err)
 
     async def fetch(self, request: pb.FetchResourceRequest, context: grpc.aio.ServicerContext) -> Any:
-        if request.type not in RESOURCE_TYPES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown resource type {request.type!r}")
-        group_name = request.group or await in_thread(_instance_group, request.instance_id) or "default"
-        group = await in_thread(store.group_by_name, group_name)
-        if group is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no group {group_name!r}")
-        loaded = await in_thread(store.load_desired, [(request.type, group.pk)], self.hub.nonce_prefix)
+        _check_type(request.type)
+        ident = current_identity()
+        check_claims(ident, instance_id=request.instance_id, group=request.group, what="FetchResourceRequest")
+        if ident is not None:
+            group_id, group_name = ident.group_id, ident.group_name
+        else:
+            group = await in_thread(store.group_by_name, request.group or DEFAULT_GROUP)
+            if group is None:
+                raise StreamError(grpc.StatusCode.NOT_FOUND, f"no group {clip(request.group)}")
+            group_id, group_name = group.pk, group.name
+        loaded = await in_thread(store.load_desired, [(request.type, group_id)], self.hub.nonce_prefix)
         if not loaded:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no desired {request.type} for group {group_name!r}")
+            raise StreamError(grpc.StatusCode.NOT_FOUND, f"no desired {request.type} for group {group_name!r}")
         return pb.WorkerMessage.FromString(loaded[0].message_bytes).update
 
     async def report(self, request: pb.StatusReport, context: grpc.aio.ServicerContext) -> pb.StatusReply:
-        return pb.StatusReply(accepted=await in_thread(_touch, request.instance_id))
-
-
-def _instance_group(instance_id: str) -> str | None:
-    from .models import GatewayInstance
-    return GatewayInstance.objects.filter(instance_id=instance_id).values_list("group__name", flat=True).first()
+        ident = current_identity()
+        check_claims(ident, instance_id=request.instance_id, what="StatusReport")
+        instance_id = ident.instance_id if ident is not None else request.instance_id
+        return pb.StatusReply(accepted=await in_thread(_touch, instance_id))
 
 
 def _touch(instance_id: str) -> bool:
-    from django.utils import timezone
-
     from .models import GatewayInstance
     return GatewayInstance.objects.filter(instance_id=instance_id).update(last_seen=timezone.now()) > 0

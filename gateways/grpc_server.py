@@ -8,14 +8,16 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from django.conf import settings
 from gateway_worker import gateway_worker_pb2 as draft_pb
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from .grpc_auth import Authenticator, GuardedServer, Limits
 from .grpc_draft import DraftServicer
 from .grpc_push import SERVICE, PushServicer
 from .hub import Hub
@@ -30,7 +32,12 @@ class ServerConfig:
     cert: str = ""
     key: str = ""
     ca: str = ""
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024      # the largest any RPC takes (a push-stream log batch)
+    max_streams_per_credential: int = 8
+    unary_rate: float = 20.0
+    send_queue_max: int = 16
+    send_timeout: float = 30.0
+    credential_cache_seconds: float = 5.0
     hello_timeout: float = 10.0
     debounce_seconds: float = 0.05
     reconcile_seconds: float = 30.0
@@ -38,10 +45,28 @@ class ServerConfig:
     replica: str = ""
 
     @classmethod
+    def limits(self) -> Limits:
+        """Per-credential bounds, and a request-size limit per method fitting its purpose."""
+        kib = 1024
+        return Limits(
+            max_streams_per_credential=self.max_streams_per_credential, unary_rate=self.unary_rate,
+            send_queue_max=self.send_queue_max, send_timeout=self.send_timeout,
+            credential_cache_seconds=self.credential_cache_seconds, default_request_bytes=64 * kib,
+            request_bytes={
+                f"/{SERVICE}/Stream": self.max_message_bytes,                       # Hello, ACKs, log batches
+                "/gateway_worker.GatewayWorkerService/SendLogs": 64 * kib,          # one LogEntry
+                "/gateway_worker.GatewayWorkerService/UpdateConfiguration": 64 * kib,
+            })
+
+    @classmethod
     def from_settings(cls, **overrides: object) -> ServerConfig:
         cfg = cls(bind=settings.GRPC_BIND, insecure=settings.GRPC_INSECURE, cert=settings.GRPC_TLS_CERT,
                   key=settings.GRPC_TLS_KEY, ca=settings.GRPC_CA_CERT,
                   max_message_bytes=settings.GRPC_MAX_MESSAGE_BYTES,
+                  max_streams_per_credential=settings.GRPC_MAX_STREAMS_PER_CREDENTIAL,
+                  unary_rate=settings.GRPC_UNARY_RATE, send_queue_max=settings.GRPC_SEND_QUEUE_MAX,
+                  send_timeout=settings.GRPC_SEND_TIMEOUT_SECONDS,
+                  credential_cache_seconds=settings.GRPC_CREDENTIAL_CACHE_SECONDS,
                   debounce_seconds=settings.PUSH_DEBOUNCE_SECONDS, reconcile_seconds=settings.PUSH_RECONCILE_SECONDS)
         for k, v in overrides.items():
             if v is not None:
@@ -72,22 +97,27 @@ def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
 
 async def start_server(cfg: ServerConfig) -> RunningServer:
     replica = cfg.replica or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    hub = Hub(replica, cfg.debounce_seconds, cfg.reconcile_seconds, listen_redis=cfg.listen_redis)
-    server = grpc.aio.server(options=[
+    auth = Authenticator(insecure=cfg.insecure, limits=cfg.limits())
+    hub = Hub(replica, cfg.debounce_seconds, cfg.reconcile_seconds, auth, listen_redis=cfg.listen_redis)
+    grpc_server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", cfg.max_message_bytes),
         ("grpc.max_send_message_length", max(cfg.max_message_bytes, 64 * 1024 * 1024)),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.max_concurrent_streams", 100_000),
     ])
-    push = PushServicer(hub, hello_timeout=cfg.hello_timeout)
+    # Every service registers through the guard: no RPC, health and reflection included, skips the credential.
+    server: Any = GuardedServer(grpc_server, auth)
+    push = PushServicer(hub, hello_timeout=cfg.hello_timeout, send_timeout=cfg.send_timeout)
     server.add_generic_rpc_handlers([push.handler()])
     DraftServicer(hub).register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [SERVICE, draft_pb.DESCRIPTOR.services_by_name["GatewayWorkerService"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    # (enable_server_reflection would pick the synchronous servicer: the guard is not a grpc.aio.Server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), server)
+    server = grpc_server
     assert pb.DESCRIPTOR.services_by_name["PushService"].full_name == SERVICE
     if cfg.insecure:
         logger.warning("run_grpc is serving PLAINTEXT on %s (GRPC_INSECURE=true): development only", cfg.bind)

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from . import metrics, notify, store
+from . import credentials, metrics, notify, store
+from .grpc_auth import Authenticator, Session
 from .resources import RESOURCE_TYPES
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class StreamState:
     instance_pk: int
     group_id: int
     group_name: str
+    session: Session | None = None
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # bytes, or None/error: end
     known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream
@@ -63,9 +65,10 @@ class StreamState:
 
 
 class Hub:
-    def __init__(self, replica: str, debounce_seconds: float, reconcile_seconds: float,
+    def __init__(self, replica: str, debounce_seconds: float, reconcile_seconds: float, auth: Authenticator,
                  listen_redis: bool = True) -> None:
         self.replica = replica
+        self.auth = auth
         self.nonce_prefix = replica.rsplit(":", 1)[-1]
         self.debounce = debounce_seconds
         self.reconcile_seconds = reconcile_seconds
@@ -79,6 +82,9 @@ class Hub:
         self._events_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.watchers: set[Callable[[store.LoadedVersion], None]] = set()  # the draft service's watch streams
+        self.watch_groups: dict[int, int] = {}  # group id -> open draft watches (the reconcile covers them too)
+        self._revocations_checked = timezone.now()
+        self._built_groups: set[int] = set()  # groups whose every registered type has a version (checked once)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -101,18 +107,59 @@ class Hub:
             self.by_group.get(old.group_id, set()).discard(old)
         self.streams[st.instance_id] = st
         self.by_group.setdefault(st.group_id, set()).add(st)
-        metrics.STREAMS.set(len(self.streams))
 
     def detach(self, st: StreamState) -> bool:
-        self.by_group.get(st.group_id, set()).discard(st)
+        members = self.by_group.get(st.group_id)
+        if members is not None:
+            members.discard(st)
+            if not members:
+                del self.by_group[st.group_id]
+                self._forget_group(st.group_id)
         if self.streams.get(st.instance_id) is st:
             del self.streams[st.instance_id]
-            metrics.STREAMS.set(len(self.streams))
             return True
         return False
 
+    def watch(self, group_id: int, callback: Callable[[store.LoadedVersion], None]) -> None:
+        self.watchers.add(callback)
+        self.watch_groups[group_id] = self.watch_groups.get(group_id, 0) + 1
+
+    def unwatch(self, group_id: int, callback: Callable[[store.LoadedVersion], None]) -> None:
+        if callback in self.watchers:
+            self.watchers.discard(callback)
+            left = self.watch_groups.get(group_id, 1) - 1
+            if left > 0:
+                self.watch_groups[group_id] = left
+            else:
+                self.watch_groups.pop(group_id, None)
+                self._forget_group(group_id)
+
+    def _forget_group(self, group_id: int) -> None:
+        """No stream or watch of this group is left here: notices for it are ignored from now on, so its cached
+        versions would go stale; the next Gateway of the group loads them afresh."""
+        if group_id in self.by_group or group_id in self.watch_groups:
+            return
+        for key in [k for k in self.cache if k[1] == group_id]:
+            del self.cache[key]
+
+    def close_credential(self, fingerprint: str, revoked: bool, reason: str) -> int:
+        """End every open call of one credential on this replica (revoked: PERMISSION_DENIED; moved: UNAVAILABLE,
+        so the Gateway reconnects into its new group)."""
+        import grpc
+        code = grpc.StatusCode.PERMISSION_DENIED if revoked else grpc.StatusCode.UNAVAILABLE
+        text = f"client certificate revoked ({reason})" if revoked else f"credential changed: {reason}"
+        return self.auth.close_credential(fingerprint, code, text[:200])
+
+    async def ensure_built(self, group_id: int) -> None:
+        """Once per group and replica: build the types a group has no version of yet (a group made by the
+        migration, or a resource type registered after the group was made)."""
+        if group_id not in self._built_groups:
+            await in_thread(store.build_missing, group_id)
+            self._built_groups.add(group_id)
+
     async def initial_push(self, st: StreamState) -> None:
         """After Hello: offer the desired version of every type (what the Gateway runs is skipped)."""
+        await self.ensure_built(st.group_id)
         keys = [(t, st.group_id) for t in sorted(RESOURCE_TYPES)]
         missing = [k for k in keys if k not in self.cache]
         if missing:
@@ -127,8 +174,15 @@ class Hub:
         if lv.version <= st.sent.get(rtype, 0) or st.parked.get(rtype) == lv.version \
                 or st.known.get(rtype) == lv.version:
             return  # never the same version twice, nor what it runs; a parked (NACKed) version is not resent
+        if st.queue.qsize() >= self.auth.limits.send_queue_max and st.session is not None:
+            import grpc
+            metrics.SLOW_CONSUMERS.inc()
+            st.session.close(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"send buffer full: {st.queue.qsize()} messages unread; this Gateway is not reading "
+                             "its stream (reconnect to resync)")
+            return
         st.sent[rtype] = lv.version
-        nonce = f"{self.nonce_prefix}-{lv.version}"
+        nonce = lv.nonce
         st.outstanding.setdefault(rtype, {})[lv.version] = (nonce, lv.created_at.timestamp())
         st.queue.put_nowait(lv.message_bytes)
         metrics.PUSHES.labels(rtype).inc()
@@ -162,7 +216,7 @@ class Hub:
         """Take ``version`` off the stream's outstanding set if it was sent there (with that nonce)."""
         pending = st.outstanding.get(rtype, {})
         out = pending.get(version)
-        if out is None or (nonce and out[0] != nonce):
+        if out is None or out[0] != nonce:  # only the nonce this stream was sent proves the version arrived here
             return None
         del pending[version]
         return out
@@ -170,7 +224,7 @@ class Hub:
     # ---- desired state changes ----
     def notice(self, rtype: str, group_ids: list[int]) -> None:
         for g in group_ids:
-            if g in self.by_group or any(w for w in self.watchers):
+            if g in self.by_group or g in self.watch_groups:
                 self.dirty.add((rtype, g))
         if self.dirty:
             self._dirty_event.set()
@@ -209,7 +263,9 @@ class Hub:
 
     async def reconcile(self) -> None:
         """The database is the truth: catch versions whose notice was lost, and keep last_seen fresh."""
-        keys = [(t, g) for g in list(self.by_group) for t in RESOURCE_TYPES]
+        await self._check_revocations()
+        groups = set(self.by_group) | set(self.watch_groups)
+        keys = [(t, g) for g in sorted(groups) for t in RESOURCE_TYPES]
         await in_thread(store.heartbeat, self.replica)
         if not keys:
             return
@@ -221,6 +277,20 @@ class Hub:
             self.dirty.update(stale)
             self._dirty_event.set()
 
+    async def _check_revocations(self) -> None:
+        """Backstop for a lost revocation notice: credentials revoked since the last check end their calls."""
+        since = self._revocations_checked - timezone.timedelta(seconds=5)  # margin for clock skew between hosts
+        self._revocations_checked = timezone.now()
+        self._built_groups: set[int] = set()  # groups whose every registered type has a version (checked once)
+        for fp in await in_thread(credentials.revoked_since, since):
+            self.close_credential(fp, True, "revoked")
+
+    def _on_credentials_notice(self, data: dict[str, Any]) -> None:
+        revoked = bool(data.get("revoked"))
+        reason = str(data.get("reason", ""))
+        for fp in data.get("fingerprints", []):
+            self.close_credential(str(fp), revoked, reason)
+
     async def _redis_loop(self) -> None:
         import redis.asyncio as aioredis
         from django.conf import settings
@@ -230,13 +300,17 @@ class Hub:
             try:
                 client = aioredis.Redis.from_url(settings.REDIS_URL)
                 async with client.pubsub(ignore_subscribe_messages=True) as ps:
-                    await ps.subscribe(notify.desired_channel())
+                    desired, creds = notify.desired_channel(), notify.credentials_channel()
+                    await ps.subscribe(desired, creds)
                     backoff = 0.5
                     async for msg in ps.listen():
                         try:
                             data = json.loads(msg["data"])
-                            self.notice(str(data["type"]), [int(g) for g in data["groups"]])
-                        except (ValueError, KeyError, TypeError):
+                            if msg["channel"].decode() == creds:
+                                self._on_credentials_notice(data)
+                            else:
+                                self.notice(str(data["type"]), [int(g) for g in data["groups"]])
+                        except (ValueError, KeyError, TypeError, AttributeError):
                             logger.warning("ignoring malformed push notice")
             except asyncio.CancelledError:
                 raise

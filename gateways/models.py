@@ -17,8 +17,15 @@ class ResourceType(models.TextChoices):
     EMERGENCY_RULES = "emergency_rules", "Emergency rules"
 
 
+DEFAULT_GROUP = "default"  # created by migration 0002; where a credential goes when no group is named
+
+
 class GatewayGroup(models.Model):
-    """Instances that receive versions together (e.g. ``canary``, ``default``)."""
+    """Instances that receive versions together (e.g. ``canary``, ``default``).
+
+    Created by people (admin, ``manage.py gateway_group``), never by a Gateway: a Gateway's group is the one its
+    credential was issued for.
+    """
 
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)
@@ -113,17 +120,28 @@ class InstanceResourceState(models.Model):
 
 
 class GatewayCredential(models.Model):
-    """A client certificate issued by `manage.py issue_gateway_cert`; revoke it to refuse that Gateway."""
+    """A client certificate issued by ``manage.py issue_gateway_cert NAME --group G``: who a Gateway is.
 
-    name = models.CharField(max_length=128)
+    Every RPC maps the verified client certificate (by SHA-256 fingerprint) to this row: ``name`` is the Gateway's
+    instance id and ``group`` the only group whose state it may read. Nothing the Gateway sends overrides either.
+    Revoke it to refuse that Gateway on every RPC and close its open streams.
+    """
+
+    name = models.CharField(max_length=128, help_text="the Gateway's instance id")
+    group = models.ForeignKey(GatewayGroup, on_delete=models.PROTECT, related_name="credentials")
     serial = models.CharField(max_length=64, unique=True)
     fingerprint_sha256 = models.CharField(max_length=64, unique=True)
     not_after = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["name", "-created_at"]
+        indexes = [
+            # the replicas' revocation backstop: "credentials revoked since my last check"
+            models.Index(fields=["revoked_at"], name="gwcred_revoked_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.serial})"

@@ -31,6 +31,11 @@ def acks_channel() -> str:
     return f"{_namespace()}:push:acks"
 
 
+def credentials_channel() -> str:
+    """Notice ``{"fingerprints": [...], "revoked": bool, "reason"}``: close these credentials' streams now."""
+    return f"{_namespace()}:push:credentials"
+
+
 @cache
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

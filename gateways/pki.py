@@ -28,7 +28,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -56,7 +56,7 @@ def ensure_ca(cert_path: Path, key_path: Path, name: str = "gateway-worker push 
                                      key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_path, _key_pem(key))
+    write_private(key_path, _key_pem(key))
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
@@ -92,7 +92,7 @@ def issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: s
 def write_bundle(out_dir: Path, name: str, issued: Issued, ca_cert_pem: bytes) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     crt, key, ca = out_dir / f"{name}.crt", out_dir / f"{name}.key", out_dir / "ca.crt"
-    _write_private(key, issued.key_pem)
+    write_private(key, issued.key_pem)
     crt.write_bytes(issued.cert_pem)
     ca.write_bytes(ca_cert_pem)
     return [crt, key, ca]

@@ -26,18 +26,31 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import services as audit
+
 from . import notify
-from .models import GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
+from .credentials import (
+    CredentialError,
+    Identity,
+    as_actor,
+    issue_credential,
+    move_credential,
+    register_credential,
+    revoke_credentials,
+)
+from .models import DEFAULT_GROUP, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
 from .resources import (
     InvalidResource,
     builder_for,
@@ -51,12 +64,11 @@ from .resources import (
 
 __all__ = [
     "AckWait", "InvalidResource", "publish_desired_state", "request_publish", "register_resource", "registered_types",
-    "wait_for_acks", "desired_version", "resync_instances",
+    "wait_for_acks", "desired_version", "resync_instances", "create_group", "GroupError", "DEFAULT_GROUP",
+    "CredentialError", "Identity", "issue_credential", "register_credential", "revoke_credentials", "move_credential",
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_GROUP = "default"
 
 
 def _lock(resource_type: str, group_id: int) -> None:
@@ -148,17 +160,40 @@ def request_publish(resource_type: str, group: GatewayGroup | None = None, actor
                        lambda: publish_desired_state(resource_type, group, actor=actor))
 
 
-def ensure_group(name: str) -> GatewayGroup:
-    """A group a Gateway names in Hello; a new group gets the current state of every registered type."""
-    group, created = GatewayGroup.objects.get_or_create(name=name)
-    missing = [t for t in registered_types()
-               if created or not ResourceVersion.objects.filter(resource_type=t, group=group).exists()]
-    for resource_type in missing:
+class GroupError(ValueError):
+    """A group that cannot be created (the message says why)."""
+
+
+GROUP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def create_group(name: str, description: str = "", *, actor: Any = "automation") -> GatewayGroup:
+    """A new Gateway group (only people create groups, never a Gateway), with the current desired state of every
+    registered type built for it, so a Gateway issued into it is served from its first RPC."""
+    if not GROUP_NAME_RE.fullmatch(name or ""):
+        raise GroupError(f"group name {name[:80]!r} must be 1-64 lowercase letters, digits, '-' and '_'")
+    with transaction.atomic():
+        group, created = GatewayGroup.objects.get_or_create(name=name, defaults={"description": description[:200]})
+        if not created:
+            raise GroupError(f"group {name!r} exists already")
+        audit.record_event(as_actor(actor), "gateway.group_created", obj=group, after={"name": name},
+                           summary=f"Gateway group {name} created")
+        publish_group(group)
+    return group
+
+
+def publish_group(group: GatewayGroup, only_missing: bool = False) -> None:
+    """Build every registered type for one group (a group made in admin goes through here too). ``only_missing``:
+    just the types that have no version for it yet (a group made by the migration, a type registered later)."""
+    have = set(ResourceVersion.objects.filter(group=group).values_list("resource_type", flat=True).distinct()) \
+        if only_missing else set()
+    for resource_type in registered_types():
+        if resource_type in have:
+            continue
         try:
             publish_desired_state(resource_type, group, actor="new-group")
-        except Exception:  # one app's broken builder must not keep Gateways from connecting
-            logger.exception("could not build %s for new group %s", resource_type, name)
-    return group
+        except InvalidResource:  # one app's bad state must not keep the group from being created
+            logger.exception("could not build %s for new group %s", resource_type, group.name)
 
 
 @dataclass
@@ -245,18 +280,26 @@ def _wait_notice(pubsub: object | None, types: set[str], timeout: float) -> None
             return
 
 
-def resync_instances(instance_ids: Iterable[int]) -> int:
-    """Forget what was sent and parked for these instances, so the next reconcile (or reconnect) resends."""
-    n = InstanceResourceState.objects.filter(instance_id__in=list(instance_ids)).update(
-        sent_version=None, sent_nonce="", sent_at=None, rejected_version=None, rejected_error="",
-        rejected_at=None)
-    desired = ResourceVersion.objects.filter(
-        group__instances__pk__in=list(instance_ids)).values("resource_type", "group_id").distinct()
-    for row in desired:
-        v = desired_version(row["resource_type"], row["group_id"])
-        if v is not None:
-            notify.publish(notify.desired_channel(),
-                           {"type": v.resource_type, "groups": [v.group_id], "versions": [v.pk], "resync": True})
+def resync_instances(instance_ids: Iterable[int], *, actor: Any = "automation") -> int:
+    """Forget what was sent to and parked for these instances, and end their open streams: each reconnects and
+    is sent every desired version afresh (a parked version included). Audited per instance."""
+    from .models import GatewayCredential
+
+    ids = list(instance_ids)
+    instances = list(GatewayInstance.objects.filter(pk__in=ids))
+    with transaction.atomic():
+        n = InstanceResourceState.objects.filter(instance_id__in=ids).update(
+            sent_version=None, sent_nonce="", sent_at=None, rejected_version=None, rejected_error="",
+            rejected_at=None)
+        for inst in instances:
+            audit.record_event(as_actor(actor), "gateway.resync", obj=inst,
+                               summary=f"resync of Gateway {inst.instance_id}: sent and parked versions forgotten")
+        fingerprints = list(GatewayCredential.objects.filter(
+            name__in=[i.instance_id for i in instances], revoked_at__isnull=True)
+            .values_list("fingerprint_sha256", flat=True))
+        if fingerprints:
+            notice = {"fingerprints": fingerprints, "revoked": False, "reason": "resync requested"}
+            transaction.on_commit(lambda: notify.publish(notify.credentials_channel(), notice))
     return n
 
 

@@ -5,15 +5,16 @@ Writes are batched: a burst of 1,000 ACKs becomes one transaction of a few bulk 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from .models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
-from .resources import RESOURCE_TYPES, update_message
-from .services import desired_version, ensure_group
+from .models import GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
+from .resources import update_message
+from .services import desired_version
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Registered:
     group_id: int
     group_name: str
     parked: dict[str, int]    # type -> rejected version (never resent)
-    acked: dict[str, int]     # type -> last ACKed version
+    acked: dict[str, int]     # type -> last version ACKed with the nonce it was sent with
 
 
 @dataclass(frozen=True)
@@ -31,31 +32,27 @@ class LoadedVersion:
     group_id: int
     version: int
     created_at: datetime
+    nonce: str                # in the message; an ACK must echo it (random: it cannot be guessed ahead)
     message_bytes: bytes      # the serialized WorkerMessage, shared by every stream of the group
 
 
-def register_hello(instance_id: str, group: str, agent_version: str, identity: str, peer: str,
-                   replica: str, known: dict[str, int]) -> Registered:
-    grp = ensure_group(group)
+def register_hello(instance_id: str, group_id: int, agent_version: str, identity: str, peer: str,
+                   replica: str) -> Registered:
+    """Record a stream's instance (its id and group come from its credential, never from the Hello)."""
     now = timezone.now()
+    grp = GatewayGroup.objects.get(pk=group_id)
     inst, _ = GatewayInstance.objects.update_or_create(
         instance_id=instance_id,
         defaults={"group": grp, "agent_version": agent_version[:64], "client_identity": identity[:200],
                   "peer": peer[:200], "connected": True, "replica": replica[:128], "last_seen": now,
                   "connected_at": now},
     )
-    states = {s.resource_type: s for s in InstanceResourceState.objects.filter(instance=inst)}
-    # What the Gateway reports running is, by definition, acknowledged.
-    for rtype, version in known.items():
-        st = states.get(rtype)
-        if version and (st is None or st.acked_version != version):
-            st, _ = InstanceResourceState.objects.update_or_create(
-                instance=inst, resource_type=rtype, defaults={"acked_version": version, "acked_at": now})
-            states[rtype] = st
+    # What the Hello reports running is a hint, never a record: acknowledged is only what was ACKed with a nonce.
+    states = list(InstanceResourceState.objects.filter(instance=inst))
     return Registered(
         instance_pk=inst.pk, group_id=grp.pk, group_name=grp.name,
-        parked={t: s.rejected_version for t, s in states.items() if s.rejected_version is not None},
-        acked={t: s.acked_version for t, s in states.items() if s.acked_version is not None},
+        parked={s.resource_type: s.rejected_version for s in states if s.rejected_version is not None},
+        acked={s.resource_type: s.acked_version for s in states if s.acked_version is not None},
     )
 
 
@@ -66,8 +63,9 @@ def load_desired(keys: list[tuple[str, int]], nonce_prefix: str) -> list[LoadedV
         v = desired_version(rtype, group_id)
         if v is None:
             continue
-        msg = update_message(rtype, v.pk, f"{nonce_prefix}-{v.pk}", v.checksum, bytes(v.payload))
-        out.append(LoadedVersion(rtype, group_id, v.pk, v.created_at, msg.SerializeToString()))
+        nonce = f"{nonce_prefix}-{v.pk}-{secrets.token_hex(6)}"
+        msg = update_message(rtype, v.pk, nonce, v.checksum, bytes(v.payload))
+        out.append(LoadedVersion(rtype, group_id, v.pk, v.created_at, nonce, msg.SerializeToString()))
     return out
 
 
@@ -138,12 +136,6 @@ def flush_events(events: list[Event], replica: str) -> None:
                 connected=False, disconnected_at=now, last_seen=now)
 
 
-def mark_disconnected(instance_pk: int, replica: str) -> None:
-    # Only if this replica still holds it: the Gateway may already have reconnected elsewhere.
-    GatewayInstance.objects.filter(pk=instance_pk, replica=replica).update(
-        connected=False, disconnected_at=timezone.now(), last_seen=timezone.now())
-
-
 def heartbeat(replica: str) -> None:
     GatewayInstance.objects.filter(replica=replica, connected=True).update(last_seen=timezone.now())
 
@@ -153,13 +145,18 @@ def release_replica(replica: str) -> None:
         connected=False, disconnected_at=timezone.now())
 
 
-def is_revoked(fingerprint: str) -> bool:
-    return GatewayCredential.objects.filter(fingerprint_sha256=fingerprint, revoked_at__isnull=False).exists()
+def build_missing(group_id: int) -> None:
+    """Desired state for every registered type this group has none of yet (first Gateway of a group)."""
+    from .services import publish_group
+
+    group = GatewayGroup.objects.filter(pk=group_id).first()
+    if group is not None:
+        publish_group(group, only_missing=True)
+
+
+def group_by_id(group_id: int) -> GatewayGroup | None:
+    return GatewayGroup.objects.filter(pk=group_id).first()
 
 
 def group_by_name(name: str) -> GatewayGroup | None:
     return GatewayGroup.objects.filter(name=name).first()
-
-
-def valid_type(rtype: str) -> bool:
-    return rtype in RESOURCE_TYPES

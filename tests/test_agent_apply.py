@@ -10,7 +10,7 @@ from gateway_worker.v1 import gateway_worker_pb2 as pb
 from gateway_agent.apply import Applier, ApplyError
 from gateway_agent.config import AgentConfig
 from gateways.resources import serialize, to_message
-from gateways.testing import cert_entry
+from tests.push_support import cert_entry
 
 
 def update(rtype: str, data: dict, version: int = 1) -> pb.ResourceUpdate:

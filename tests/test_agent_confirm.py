@@ -10,8 +10,8 @@ from cryptography import x509
 
 from gateway_agent.apply import Applier, ApplyError
 from gateway_agent.config import AgentConfig
-from gateways.testing import cert_entry
 from tests.peers.nginx import NginxServer
+from tests.push_support import cert_entry
 from tests.test_agent_apply import update
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.services import publish_desired_state, register_resource, wait_for_acks
-from gateways.testing import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
 from tests.peers.nginx import NginxServer
+from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

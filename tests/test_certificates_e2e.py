@@ -20,9 +20,9 @@ from certificates.services import renewal, scan
 from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.services import desired_version, wait_for_acks
-from gateways.testing import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, wait_until
 from tests.certificates_support import install_expiring_version, make_account, make_certificate, unique
 from tests.peers.nginx import NginxServer
+from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayCredential
-from gateways.testing import Pki, ServerThread
+from tests.push_support import Pki, ServerThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayInstance, InstanceResourceState, ResourceVersion
 from gateways.services import publish_desired_state, register_resource, wait_for_acks
-from gateways.testing import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
+from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -186,7 +186,7 @@ def test_lost_redis_notice_is_delivered_by_reconcile(state, server_factory, agen
 
 def test_client_without_valid_certificate_is_refused(state, server_factory, pki, tmp_path) -> None:
     srv = server_factory()
-    hello = pb.GatewayMessage(hello=pb.Hello(instance_id="intruder", group="default"))
+    hello = pb.GatewayMessage(hello=pb.Hello(group="default"))
     # no client certificate
     with pki.channel(srv.port) as ch, pytest.raises(grpc.RpcError) as err:
         list(pb_grpc.PushServiceStub(ch).Stream(iter([hello]), timeout=5))
@@ -198,43 +198,57 @@ def test_client_without_valid_certificate_is_refused(state, server_factory, pki,
     with grpc.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch, pytest.raises(grpc.RpcError) as err:
         list(pb_grpc.PushServiceStub(ch).Stream(iter([hello]), timeout=5))
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert not GatewayInstance.objects.filter(instance_id="intruder").exists()
+    # a certificate from the right CA that was never registered as a credential
+    c, k, _ = pki.client("unregistered", register=False)
+    creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch, pytest.raises(grpc.RpcError) as err:
+        list(pb_grpc.PushServiceStub(ch).Stream(iter([hello]), timeout=5))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "not a registered Gateway credential" in (err.value.details() or "")
+    assert not GatewayInstance.objects.filter(instance_id__in=["intruder", "unregistered"]).exists()
     # a valid one is served
     with pki.channel(srv.port, "gw-ok") as ch:
         first = next(pb_grpc.PushServiceStub(ch).Stream(iter([hello]), timeout=5))
     assert first.WhichOneof("msg") == "welcome"
 
 
-def test_hello_gets_exactly_what_differs(state, server_factory, pki) -> None:
+def test_hello_gets_exactly_what_differs_from_what_it_acked(state, server_factory, pki) -> None:
+    """The Hello's versions are a hint: they spare a resend only where they match what this instance ACKed."""
     import asyncio
 
-    from gateways.models import GatewayGroup
+    from gateways.services import create_group
 
     srv = server_factory()
-    group = GatewayGroup.objects.create(name="edge")
+    group = create_group("edge", actor="tests")
     current = {t: publish_desired_state(t, group)[0].pk for t in DEFAULT_STATE}
-    known = dict(current)
-    known["waf_rules"] = current["waf_rules"] - 1000  # stale
-    del known["config"]  # never had one
-    c, k, _ = pki.client("gw-diff")
+    c, k, _ = pki.client("gw-diff", "edge")
 
-    async def session() -> list[tuple[str, int]]:
+    async def session(known: dict[str, int], ack: bool) -> list[tuple[str, int]]:
         creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
         async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
             call = pb_grpc.PushServiceStub(ch).Stream()
-            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id="gw-diff", group="edge",
-                                                              known_versions=known)))
+            await call.write(pb.GatewayMessage(hello=pb.Hello(known_versions=known)))
             got: list[tuple[str, int]] = []
             try:
                 while True:
                     msg = await asyncio.wait_for(call.read(), 1.0)
                     if msg.WhichOneof("msg") == "update":
                         got.append((msg.update.type, msg.update.version))
+                        if ack:
+                            await call.write(pb.GatewayMessage(ack=pb.Ack(
+                                type=msg.update.type, version=msg.update.version, nonce=msg.update.nonce)))
             except TimeoutError:
                 call.cancel()
             return got
 
-    got = asyncio.run(session())
+    # claiming to run everything already (never ACKed): everything is sent anyway
+    assert sorted(asyncio.run(session(current, ack=True))) == sorted(current.items())
+    wait_until(lambda: all(acked("gw-diff", t) == v for t, v in current.items()), message="acks stored")
+    # now it has ACKed them: a stale and a missing type are sent, the rest spared
+    known = dict(current)
+    known["waf_rules"] = current["waf_rules"] - 1000  # stale
+    del known["config"]  # never had one
+    got = asyncio.run(session(known, ack=False))
     assert sorted(got) == sorted([("config", current["config"]), ("waf_rules", current["waf_rules"])])
 
 
@@ -278,12 +292,8 @@ def test_ack_for_a_superseded_version_keeps_the_stream(state, server_factory, pk
     import asyncio
 
     srv = server_factory(debounce_seconds=0.0)
-    from gateways.models import GatewayGroup
-
-    GatewayGroup.objects.get_or_create(name="default")
     c, k, _ = pki.client("gw-burst")
     first_version = publish_desired_state("acme_challenges")[0].pk
-    known = {t: publish_desired_state(t)[0].pk for t in DEFAULT_STATE if t != "acme_challenges"}
 
     def publish_and_close(rtype: str) -> None:
         from django.db import connection
@@ -297,11 +307,15 @@ def test_ack_for_a_superseded_version_keeps_the_stream(state, server_factory, pk
         creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
         async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
             call = pb_grpc.PushServiceStub(ch).Stream()
-            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id="gw-burst", known_versions=known)))
+            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id="gw-burst")))
             updates: list[pb.ResourceUpdate] = []
             while len(updates) < 2:
                 msg = await asyncio.wait_for(call.read(), 5.0)
                 if msg.WhichOneof("msg") != "update":
+                    continue
+                if msg.update.type != "acme_challenges":  # the other types: ACKed at once
+                    await call.write(pb.GatewayMessage(ack=pb.Ack(type=msg.update.type, version=msg.update.version,
+                                                                  nonce=msg.update.nonce)))
                     continue
                 updates.append(msg.update)
                 if len(updates) == 1:  # publish N+1 while N is unanswered

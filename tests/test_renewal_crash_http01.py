@@ -22,8 +22,8 @@ from certificates.tasks import renew_certificate
 from gateways.models import GatewayGroup, InstanceResourceState, ResourceVersion
 from gateways.resources import parse_payload
 from gateways.services import desired_version, wait_for_acks
-from gateways.testing import wait_until
 from tests.certificates_support import install_expiring_version, make_account, make_certificate, unique
+from tests.push_support import wait_until
 from tests.test_certificates_e2e import Fleet, fleet  # noqa: F401 - the fixture, shared with the e2e tests
 from tests.test_renewal_crash import _start_worker, _stop, _wait
 

@@ -67,7 +67,14 @@ try:
     GRPC_CA_CERT = env_str("GRPC_CA_CERT", str(VAR_DIR / "pki" / "ca.crt"))
     GRPC_CA_KEY = env_str("GRPC_CA_KEY", str(VAR_DIR / "pki" / "ca.key"))
     GRPC_INSECURE = env_bool("GRPC_INSECURE", False)  # plaintext: development only, never the default
-    GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024)
+    # Largest message a Gateway may send on any RPC (a push-stream log batch); each RPC has a smaller limit of its
+    # own (gateways/grpc_auth.py: Limits), e.g. 64 KiB for FetchResource and for one SendLogs entry.
+    GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)
+    GRPC_MAX_STREAMS_PER_CREDENTIAL = env_int("GRPC_MAX_STREAMS_PER_CREDENTIAL", 8)  # open streaming RPCs, per replica
+    GRPC_UNARY_RATE = env_float("GRPC_UNARY_RATE", 20.0)  # unary calls per second per credential (burst: 2x)
+    GRPC_SEND_QUEUE_MAX = env_int("GRPC_SEND_QUEUE_MAX", 16)  # unread messages before a stream is cut off
+    GRPC_SEND_TIMEOUT_SECONDS = env_float("GRPC_SEND_TIMEOUT_SECONDS", 30.0)  # one message not taken by the Gateway
+    GRPC_CREDENTIAL_CACHE_SECONDS = env_float("GRPC_CREDENTIAL_CACHE_SECONDS", 5.0)  # revocation notices clear it
     PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.02)
     PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
     GRPC_METRICS_PORT = env_int("GRPC_METRICS_PORT", 9108)  # run_grpc's own /metrics listener (0: none)

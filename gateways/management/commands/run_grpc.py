@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from prometheus_client import start_http_server
 
+from gateways import metrics
 from gateways.grpc_server import ServerConfig, start_server
 
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         cfg = ServerConfig.from_settings(bind=opts["bind"], insecure=opts["insecure"])
         if opts["metrics_port"]:
-            start_http_server(opts["metrics_port"], addr=opts["metrics_bind"])
+            start_http_server(opts["metrics_port"], addr=opts["metrics_bind"], registry=metrics.REGISTRY)
         asyncio.run(self._serve(cfg))
 
     async def _serve(self, cfg: ServerConfig) -> None:

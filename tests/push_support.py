@@ -1,5 +1,6 @@
-"""Test helpers for the push plane: a CA with server/client certificates, a run_grpc server in a thread,
-and gateway-agent subprocesses. Used by tests/test_push*, test_grpc*, test_agent*; importable by other apps."""
+"""Test helpers for the push plane: a CA with server/client certificates (each client registered as a Gateway
+credential in its group), a run_grpc server in a thread, and gateway-agent subprocesses. Used by the push, grpc,
+agent and certificate end-to-end tests and by bench/."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typing import Any
 import grpc
 import yaml
 
-from . import pki
-from .grpc_server import RunningServer, ServerConfig, start_server
+from gateways import pki
+from gateways.grpc_server import RunningServer, ServerConfig, start_server
 
 
 @dataclass
@@ -37,19 +38,32 @@ class Pki:
         pki.write_bundle(d, "server", srv, (d / "ca.crt").read_bytes())
         return cls(d, d / "ca.crt", d / "server.crt", d / "server.key")
 
-    def client(self, name: str) -> tuple[Path, Path, pki.Issued]:
-        """The client certificate for ``name`` (issued once, then reused)."""
-        out = self.dir / "clients"
-        if name not in self._issued:
-            ca_cert, ca_key = pki.ensure_ca(self.ca, self.dir / "ca.key")
-            self._issued[name] = pki.issue(ca_cert, ca_key, name)
-            pki.write_bundle(out, name, self._issued[name], self.ca.read_bytes())
-        return out / f"{name}.crt", out / f"{name}.key", self._issued[name]
+    def client(self, name: str, group: str = "default", *, register: bool = True,
+               file_name: str | None = None) -> tuple[Path, Path, pki.Issued]:
+        """The client certificate for ``name`` (issued once, then reused), registered as the credential of the
+        Gateway ``name`` in ``group`` (the group is created when missing). ``register=False``: a certificate of
+        the right CA that the Worker has no credential for."""
+        from gateways.credentials import register_credential
+        from gateways.models import GatewayCredential, GatewayGroup
+        from gateways.services import create_group
 
-    def channel(self, port: int, name: str | None = None) -> grpc.Channel:
+        key_name = file_name or name
+        out = self.dir / "clients"
+        if key_name not in self._issued:
+            ca_cert, ca_key = pki.ensure_ca(self.ca, self.dir / "ca.key")
+            self._issued[key_name] = pki.issue(ca_cert, ca_key, name)
+            pki.write_bundle(out, key_name, self._issued[key_name], self.ca.read_bytes())
+        issued = self._issued[key_name]
+        if register and not GatewayCredential.objects.filter(fingerprint_sha256=issued.fingerprint_sha256).exists():
+            if not GatewayGroup.objects.filter(name=group).exists():
+                create_group(group, actor="tests")
+            register_credential(name, group, issued, actor="tests")
+        return out / f"{key_name}.crt", out / f"{key_name}.key", issued
+
+    def channel(self, port: int, name: str | None = None, group: str = "default") -> grpc.Channel:
         cert = key = None
         if name:
-            c, k, _ = self.client(name)
+            c, k, _ = self.client(name, group)
             cert, key = c.read_bytes(), k.read_bytes()
         creds = grpc.ssl_channel_credentials(self.ca.read_bytes(), key, cert)
         return grpc.secure_channel(f"127.0.0.1:{port}", creds)
@@ -94,7 +108,7 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
 
     def stop(self) -> None:
-        from .hub import close_thread_connections
+        from gateways.hub import close_thread_connections
 
         if self.running:
             self.call(lambda: self.running.stop(grace=0.5), timeout=30)  # type: ignore[union-attr]
@@ -207,7 +221,7 @@ DEFAULT_STATE: dict[str, dict[str, Any]] = {
 
 
 def agent_settings(root: Path, pki_: Pki, port: int, instance_id: str, group: str, **extra: Any) -> dict[str, Any]:
-    cert, key, _ = pki_.client(instance_id)
+    cert, key, _ = pki_.client(instance_id, group)
     settings = {
         "server": f"127.0.0.1:{port}", "server_name": "localhost", "instance_id": instance_id, "group": group,
         "ca": str(pki_.ca), "cert": str(cert), "key": str(key), "state_dir": str(root / "state"),
