@@ -44,7 +44,6 @@ class ServerConfig:
     listen_redis: bool = True
     replica: str = ""
 
-    @classmethod
     def limits(self) -> Limits:
         """Per-credential bounds, and a request-size limit per method fitting its purpose."""
         kib = 1024

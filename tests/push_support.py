@@ -231,3 +231,73 @@ def agent_settings(root: Path, pki_: Pki, port: int, instance_id: str, group: st
     }
     settings.update(extra)
     return settings
+
+
+@dataclass
+class GrpcProcess:
+    """A real ``manage.py run_grpc`` process on the test database (for RSS, metrics and replica tests)."""
+
+    pki: Pki
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    metrics_port: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> GrpcProcess:
+        from django.conf import settings
+
+        from tests.peers.nginx import free_port
+
+        self.port, self.metrics_port = free_port(), free_port()
+        db = settings.DATABASES["default"]
+        env = {**os.environ, "GRPC_TLS_CERT": str(self.pki.server_cert), "GRPC_TLS_KEY": str(self.pki.server_key),
+               "GRPC_CA_CERT": str(self.pki.ca), "GRPC_INSECURE": "false",
+               "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+               **self.extra_env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "run_grpc", "--bind", f"127.0.0.1:{self.port}",
+             "--metrics-port", str(self.metrics_port)], env=env, cwd=Path(__file__).parent.parent,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError("run_grpc exited:\n" + "".join(self.log))
+            self.log.append(line)
+            if "listening on port" in line:
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise TimeoutError("run_grpc did not start:\n" + "".join(self.log))
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.log.append(raw.decode(errors="replace"))
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def metric(self, name: str, labels: str = "") -> float | None:
+        import urllib.request
+
+        body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        want = f"{name}{{{labels}}}" if labels else name
+        for line in body.splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
