@@ -10,6 +10,7 @@ entry points are re-exported here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -364,3 +365,22 @@ def rule_set_to_dict(rule_set: WafRuleSet) -> dict[str, object]:
 def rule_set_from_dict(data: dict[str, object]) -> Imported[WafRuleSet]:
     """From plain data (e.g. a JSON API body) through the same import as a file (JSON is YAML 1.2)."""
     return load_waf_rules(json.dumps(data, ensure_ascii=False))
+
+
+_RUST_F64 = re.compile(r"^[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)$", re.IGNORECASE)
+_RUST_I64 = re.compile(r"^[+-]?[0-9]+$")
+
+
+def parse_rust_f64(text: str) -> float | None:
+    """``str::parse::<f64>`` (greater_than / less_than): no blanks, no underscores, inf/nan allowed."""
+    if not _RUST_F64.match(text):
+        return None
+    return float(text)
+
+
+def parse_rust_i64(text: str) -> int | None:
+    """``str::parse::<i64>`` (SecRule @gt / @lt)."""
+    if not _RUST_I64.match(text):
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
