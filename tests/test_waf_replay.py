@@ -178,15 +178,21 @@ def test_prefilter_gives_the_same_verdicts_as_plain_evaluation() -> None:
         ("contains", "İ", False), ("regex", "^$", True),
     ])]
     rules.append(rule("ua", cond("user_agent", "regex", "^$"), cond("header.Accept", "contains", "")))
+    rules += [rule("gt10", cond("content_length", "greater_than", "10")),
+              rule("lt5", cond("content_length", "less_than", "5"), cond("uri", "contains", "i")),
+              rule("gt_hdr", cond("header.X-N", "greater_than", "2.5")),
+              rule("gt10b", cond("content_length", "greater_than", "10"), cond("uri", "starts_with", "/o"))]
     fast = RuleMatcher(WafRuleSet("1.0", tuple(rules)))
     plain = RuleMatcher(WafRuleSet("1.0", tuple(rules)))
     plain.probes.clear()  # every live rule evaluated in order, no prefilter
+    plain.numeric.clear()
     assert len(fast.probes) >= 3
     for uri in ("/admin", "/x/AdMiN", "/Api/v1", "/api/v1", "/index.php", "/INDEX.Php", "/", "/?q=SELECT 1", "/ab",
                 "/i̇stanbul", "/İ", "/other"):
-        for ua in (None, "curl"):
-            request = Request(uri=uri, user_agent=ua)
-            assert fast.evaluate(request) == plain.evaluate(request), (uri, ua)
+        for ua, length, n in ((None, None, "3"), ("curl", 11, "x"), (None, 10, "2.5"), ("x", 4, "inf"),
+                              (None, 0, "NaN"), (None, 12, " 3")):
+            request = Request(uri=uri, user_agent=ua, content_length=length, headers={"X-N": n})
+            assert fast.evaluate(request) == plain.evaluate(request), (uri, ua, length, n)
 
 
 def test_replay_diff_report() -> None:

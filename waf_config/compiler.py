@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -136,6 +137,33 @@ class _Probe:
     empty_hit: bool = False  # the answer for "" (absent headers and query parameters), computed once
 
 
+@dataclass(slots=True)
+class _NumericProbe:
+    """greater_than / less_than conditions on one field: sorted bounds, so one bisect finds every rule that holds."""
+
+    field: str
+    greater: bool
+    bounds: list[float]
+    matching: list[int]  # matching[i]: the rules that hold when bisect gives i
+    mask: int
+
+
+def _numeric_probe(field_name: str, greater: bool, entries: list[tuple[float, int]]) -> _NumericProbe:
+    entries.sort()
+    bounds = [b for b, _ in entries]
+    mask = 0
+    for _, index in entries:
+        mask |= 1 << index
+    matching = []
+    for i in range(len(entries) + 1):
+        held = entries[:i] if greater else entries[i:]  # x > bound for the i smallest; x < bound for the rest
+        bits = 0
+        for _, index in held:
+            bits |= 1 << index
+        matching.append(bits)
+    return _NumericProbe(field_name, greater, bounds, matching, mask)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleHit:
     rule_id: str
@@ -150,6 +178,7 @@ class RuleMatcher:
         self.rules: list[tuple[WafRule, list[_Condition]]] = []
         live = 0
         patterns: dict[tuple[str, bool], list[tuple[str, int]]] = {}
+        numeric: dict[tuple[str, bool], list[tuple[float, int]]] = {}
         for index, rule in enumerate(rule_set.rules):
             conditions = [_condition(c.field, c.operator, c.value, c.case_sensitive) for c in rule.conditions]
             self.rules.append((rule, [c for c in conditions if c is not None]))
@@ -158,6 +187,11 @@ class RuleMatcher:
                 continue  # never fires: disabled, errors on every request, or an action the Gateway treats as Allow
             live |= 1 << index
             for cond in rule.conditions:
+                if cond.operator in ("greater_than", "less_than"):
+                    bound = parse_rust_f64(cond.value)
+                    if bound is not None and bound == bound:  # NaN bounds never hold: left to exact evaluation
+                        numeric.setdefault((cond.field, cond.operator == "greater_than"), []).append((bound, index))
+                    continue
                 probe = _probe_pattern(cond.operator, cond.value, cond.case_sensitive)
                 if probe is not None:
                     patterns.setdefault((cond.field, probe[1]), []).append((probe[0], index))
@@ -173,6 +207,7 @@ class RuleMatcher:
             probe = _Probe(field_name, lowered, regexes, mask)
             probe.empty_hit = any(r.is_match("") for r in regexes)
             self.probes.append(probe)
+        self.numeric = [_numeric_probe(f, g, entries) for (f, g), entries in numeric.items()]
 
     def candidates(self, request: Request, values: dict[str, str | None]) -> int:
         ruled_out = 0
@@ -192,11 +227,22 @@ class RuleMatcher:
                         break
             if not hit:
                 ruled_out |= probe.mask
+        for nprobe in self.numeric:
+            name = nprobe.field
+            value = values.get(name)
+            if value is None:
+                value = values[name] = request.field_value(name)
+            number = parse_rust_f64(value)  # type: ignore[arg-type]
+            if number is None or number != number:  # an error or NaN: none of these conditions holds
+                ruled_out |= nprobe.mask
+                continue
+            at = bisect_left(nprobe.bounds, number) if nprobe.greater else bisect_right(nprobe.bounds, number)
+            ruled_out |= nprobe.mask & ~nprobe.matching[at]
         return self.live & ~ruled_out
 
     def evaluate(self, request: Request) -> tuple[RuleHit | None, list[str]]:
         values: dict[str, str | None] = {}
-        remaining = self.candidates(request, values) if self.probes else self.live
+        remaining = self.candidates(request, values) if self.probes or self.numeric else self.live
         logged: list[str] = []
         while remaining:
             low = remaining & -remaining
