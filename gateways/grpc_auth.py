@@ -61,8 +61,8 @@ def current_session() -> Session | None:
 class Limits:
     max_streams_per_credential: int = 8
     unary_rate: float = 20.0                       # calls per second per credential; the burst is twice that
-    send_queue_max: int = 16                       # messages waiting for a Gateway that does not read
-    send_timeout: float = 30.0                     # one message not taken by the Gateway within this: cut off
+    unanswered_max_bytes: int = 64 * 1024 * 1024   # updates sent on a stream and neither ACKed nor NACKed ...
+    answer_timeout: float = 120.0                  # ... or the oldest of them this old: the Gateway stopped reading
     credential_cache_seconds: float = 5.0
     default_request_bytes: int = 64 * 1024
     request_bytes: dict[str, int] = field(default_factory=dict)  # "/pkg.Service/Method" -> limit per message

@@ -35,8 +35,8 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024      # the largest any RPC takes (a push-stream log batch)
     max_streams_per_credential: int = 8
     unary_rate: float = 20.0
-    send_queue_max: int = 16
-    send_timeout: float = 30.0
+    unanswered_max_bytes: int = 64 * 1024 * 1024
+    answer_timeout: float = 120.0
     credential_cache_seconds: float = 5.0
     hello_timeout: float = 10.0
     debounce_seconds: float = 0.05
@@ -49,7 +49,7 @@ class ServerConfig:
         kib = 1024
         return Limits(
             max_streams_per_credential=self.max_streams_per_credential, unary_rate=self.unary_rate,
-            send_queue_max=self.send_queue_max, send_timeout=self.send_timeout,
+            unanswered_max_bytes=self.unanswered_max_bytes, answer_timeout=self.answer_timeout,
             credential_cache_seconds=self.credential_cache_seconds, default_request_bytes=64 * kib,
             request_bytes={
                 f"/{SERVICE}/Stream": self.max_message_bytes,                       # Hello, ACKs, log batches
@@ -63,8 +63,8 @@ class ServerConfig:
                   key=settings.GRPC_TLS_KEY, ca=settings.GRPC_CA_CERT,
                   max_message_bytes=settings.GRPC_MAX_MESSAGE_BYTES,
                   max_streams_per_credential=settings.GRPC_MAX_STREAMS_PER_CREDENTIAL,
-                  unary_rate=settings.GRPC_UNARY_RATE, send_queue_max=settings.GRPC_SEND_QUEUE_MAX,
-                  send_timeout=settings.GRPC_SEND_TIMEOUT_SECONDS,
+                  unary_rate=settings.GRPC_UNARY_RATE, unanswered_max_bytes=settings.GRPC_UNANSWERED_MAX_BYTES,
+                  answer_timeout=settings.GRPC_ANSWER_TIMEOUT_SECONDS,
                   credential_cache_seconds=settings.GRPC_CREDENTIAL_CACHE_SECONDS,
                   debounce_seconds=settings.PUSH_DEBOUNCE_SECONDS, reconcile_seconds=settings.PUSH_RECONCILE_SECONDS)
         for k, v in overrides.items():
@@ -107,7 +107,7 @@ async def start_server(cfg: ServerConfig) -> RunningServer:
     ])
     # Every service registers through the guard: no RPC, health and reflection included, skips the credential.
     server: Any = GuardedServer(grpc_server, auth)
-    push = PushServicer(hub, hello_timeout=cfg.hello_timeout, send_timeout=cfg.send_timeout)
+    push = PushServicer(hub, hello_timeout=cfg.hello_timeout, send_timeout=cfg.answer_timeout)
     server.add_generic_rpc_handlers([push.handler()])
     DraftServicer(hub).register(server)
     health_servicer = health.aio.HealthServicer()

@@ -59,9 +59,13 @@ class StreamState:
     known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream
     parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
-    # type -> {version: (nonce, created)}: sent, not yet answered. Several can be in flight: a burst of publishes
-    # sends version N+1 before the Gateway answers N, and the answer to N is still a valid answer.
-    outstanding: dict[str, dict[int, tuple[str, float]]] = field(default_factory=dict)
+    # type -> {version: (nonce, created, sent at (monotonic), bytes)}: sent, not yet answered. Several can be in
+    # flight: a burst of publishes sends version N+1 before the Gateway answers N, and the answer to N is valid.
+    outstanding: dict[str, dict[int, tuple[str, float, float, int]]] = field(default_factory=dict)
+    unanswered_bytes: int = 0
+
+    def outstanding_count(self) -> int:
+        return sum(len(per) for per in self.outstanding.values())
 
 
 class Hub:
@@ -88,7 +92,8 @@ class Hub:
 
     # ---- lifecycle ----
     def start(self) -> None:
-        loops: list[Callable[[], Awaitable[None]]] = [self._debounce_loop, self._writer_loop, self._reconcile_loop]
+        loops: list[Callable[[], Awaitable[None]]] = [self._debounce_loop, self._writer_loop, self._reconcile_loop,
+                                                      self._watchdog_loop]
         if self.listen_redis:
             loops.append(self._redis_loop)
         self._tasks = [asyncio.create_task(f()) for f in loops]
@@ -174,19 +179,18 @@ class Hub:
         if lv.version <= st.sent.get(rtype, 0) or st.parked.get(rtype) == lv.version \
                 or st.known.get(rtype) == lv.version:
             return  # never the same version twice, nor what it runs; a parked (NACKed) version is not resent
-        if st.queue.qsize() >= self.auth.limits.send_queue_max and st.session is not None:
-            import grpc
-            metrics.SLOW_CONSUMERS.inc()
-            st.session.close(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"send buffer full: {st.queue.qsize()} messages unread; this Gateway is not reading "
-                             "its stream (reconnect to resync)")
+        size = len(lv.message_bytes)
+        if st.unanswered_bytes + size > self.auth.limits.unanswered_max_bytes and st.outstanding_count():
+            self._cut_off(st, f"{st.unanswered_bytes + size} bytes of updates unanswered (limit "
+                              f"{self.auth.limits.unanswered_max_bytes})")
             return
         st.sent[rtype] = lv.version
-        nonce = lv.nonce
-        st.outstanding.setdefault(rtype, {})[lv.version] = (nonce, lv.created_at.timestamp())
+        st.outstanding.setdefault(rtype, {})[lv.version] = (lv.nonce, lv.created_at.timestamp(), time.monotonic(),
+                                                            size)
+        st.unanswered_bytes += size
         st.queue.put_nowait(lv.message_bytes)
         metrics.PUSHES.labels(rtype).inc()
-        self.record(store.Event("sent", st.instance_pk, rtype, lv.version, nonce=nonce, at=timezone.now()))
+        self.record(store.Event("sent", st.instance_pk, rtype, lv.version, nonce=lv.nonce, at=timezone.now()))
 
     def ack(self, st: StreamState, rtype: str, version: int, nonce: str) -> str | None:
         """Returns an error text when the ACK does not match what this stream was sent."""
@@ -195,7 +199,7 @@ class Hub:
             return f"ACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
         pending = st.outstanding[rtype]
         for older in [v for v in pending if v < version]:  # the Gateway runs `version` now: older ones are moot
-            del pending[older]
+            st.unanswered_bytes -= pending.pop(older)[3]
         converge = max(0.0, time.time() - out[1])
         metrics.ACKS.labels(rtype).inc()
         metrics.CONVERGE.labels(rtype).observe(converge)
@@ -212,14 +216,35 @@ class Hub:
         return None
 
     @staticmethod
-    def _answered(st: StreamState, rtype: str, version: int, nonce: str) -> tuple[str, float] | None:
+    def _answered(st: StreamState, rtype: str, version: int, nonce: str) -> tuple[str, float, float, int] | None:
         """Take ``version`` off the stream's outstanding set if it was sent there (with that nonce)."""
         pending = st.outstanding.get(rtype, {})
         out = pending.get(version)
         if out is None or out[0] != nonce:  # only the nonce this stream was sent proves the version arrived here
             return None
         del pending[version]
+        st.unanswered_bytes -= out[3]
         return out
+
+    def _cut_off(self, st: StreamState, why: str) -> None:
+        """A Gateway that stopped reading: grpc would buffer every update for it, so its stream is ended."""
+        import grpc
+        if st.session is None or st.session.closed_with is not None:
+            return
+        metrics.SLOW_CONSUMERS.inc()
+        st.session.close(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{why}: this Gateway is not reading its stream; reconnect to resync")
+
+    def check_slow_consumers(self) -> int:
+        """Cut off streams whose oldest unanswered update is older than the answer timeout (run every second)."""
+        limit = time.monotonic() - self.auth.limits.answer_timeout
+        cut = 0
+        for st in list(self.streams.values()):
+            oldest = min((o[2] for per in st.outstanding.values() for o in per.values()), default=None)
+            if oldest is not None and oldest < limit:
+                self._cut_off(st, f"an update unanswered for more than {self.auth.limits.answer_timeout:g}s")
+                cut += 1
+        return cut
 
     # ---- desired state changes ----
     def notice(self, rtype: str, group_ids: list[int]) -> None:
@@ -252,6 +277,12 @@ class Hub:
                 self._cache_put(lv)
                 for st in list(self.by_group.get(lv.group_id, ())):
                     self.offer(st, lv)
+
+    async def _watchdog_loop(self) -> None:
+        interval = min(1.0, max(0.1, self.auth.limits.answer_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            self.check_slow_consumers()
 
     async def _reconcile_loop(self) -> None:
         while True:

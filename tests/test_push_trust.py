@@ -311,3 +311,67 @@ def test_streams_per_credential_and_unary_rate_are_bounded(server, pki, fleet) -
     # another credential has its own budget
     with pki.channel(srv.port, "gw-canary", "canary") as ch:
         dgrpc.GatewayWorkerServiceStub(ch).HealthCheck(dpb.HealthCheckRequest(), timeout=5)
+
+
+def test_gateways_that_stop_reading_are_cut_off_and_memory_stays_bounded(state, pki) -> None:
+    """200 streams that send Hello and never read, against the real run_grpc process. grpc would buffer every update
+    for them; instead each is cut off (RESOURCE_EXHAUSTED, counted by the server: the client, not reading, never
+    sees it) once an update stays unanswered past the answer timeout, the streams gauge returns to zero, and new
+    versions published afterwards cost the replica nothing for them: its RSS stays flat."""
+    from tests.push_support import GrpcProcess
+
+    clients, payload = 200, 512 * 1024  # one waf_rules file, far over an HTTP/2 stream window
+    GatewayGroup.objects.get_or_create(name="default")
+    files = [pki.client(f"gw-mute-{i}")[:2] for i in range(clients)]
+    state[("waf_rules", "default")] = {"name": "waf-rules.yaml", "content": "#" * payload}
+    for rtype in DEFAULT_STATE:
+        publish_desired_state(rtype)
+    proc = GrpcProcess(pki, {"GRPC_ANSWER_TIMEOUT_SECONDS": "2", "PUSH_RECONCILE_SECONDS": "30"}).start()
+    try:
+        wait_until(lambda: proc.metric("gw_push_streams") is not None, message="metrics")
+        rss = {"before": proc.rss_bytes()}
+
+        def cut() -> float:
+            return proc.metric("gw_push_stream_errors_total", 'code="RESOURCE_EXHAUSTED"') or 0.0
+
+        async def mute_fleet() -> None:
+            chans, calls = [], []
+            for c, k in files:
+                creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+                ch = grpc.aio.secure_channel(f"127.0.0.1:{proc.port}", creds)
+                call = pb_grpc.PushServiceStub(ch).Stream()
+                await call.write(pb.GatewayMessage(hello=pb.Hello()))
+                chans.append(ch)
+                calls.append(call)  # never read
+            await asyncio.to_thread(wait_until, lambda: (proc.metric("gw_push_streams") or 0) > 0, 20)
+            await asyncio.to_thread(wait_until, lambda: cut() >= clients and proc.metric("gw_push_streams") == 0,
+                                    30, 0.2, "every mute stream cut off")
+            rss["cut"] = await asyncio.to_thread(proc.rss_bytes)
+            # the old behaviour buffered every new version for every stuck stream (+512 KiB x 200 each time)
+            for i in range(4):
+                state[("waf_rules", "default")] = {"name": "waf-rules.yaml", "content": str(i) * payload}
+                await asyncio.to_thread(_publish_closing, "waf_rules")
+            await asyncio.sleep(2)
+            rss["later"] = await asyncio.to_thread(proc.rss_bytes)
+            for ch in chans:
+                await ch.close()
+
+        asyncio.run(mute_fleet())
+        assert cut() == clients and proc.metric("gw_push_slow_consumers_total") == clients
+        mib = {k: v / 2**20 for k, v in rss.items()}
+        print(f"run_grpc RSS MiB: {mib}")
+        # Stated bounds: while cut-off streams linger, each holds at most what was sent before its cut (one 512 KiB
+        # file plus small updates); publishing afterwards adds nothing for them.
+        assert mib["cut"] - mib["before"] < clients * (payload / 2**20 + 0.25) + 64, mib
+        assert mib["later"] - mib["cut"] < 32, mib
+    finally:
+        proc.stop()
+
+
+def _publish_closing(rtype: str) -> None:
+    from django.db import connection
+
+    try:
+        publish_desired_state(rtype)
+    finally:
+        connection.close()

@@ -72,8 +72,10 @@ try:
     GRPC_MAX_MESSAGE_BYTES = env_int("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024)
     GRPC_MAX_STREAMS_PER_CREDENTIAL = env_int("GRPC_MAX_STREAMS_PER_CREDENTIAL", 8)  # open streaming RPCs, per replica
     GRPC_UNARY_RATE = env_float("GRPC_UNARY_RATE", 20.0)  # unary calls per second per credential (burst: 2x)
-    GRPC_SEND_QUEUE_MAX = env_int("GRPC_SEND_QUEUE_MAX", 16)  # unread messages before a stream is cut off
-    GRPC_SEND_TIMEOUT_SECONDS = env_float("GRPC_SEND_TIMEOUT_SECONDS", 30.0)  # one message not taken by the Gateway
+    # A Gateway that stops reading: grpc buffers what it cannot deliver, so the bound is on updates sent but not
+    # yet ACKed/NACKed per stream — their bytes, and the age of the oldest — past either, the stream is cut off.
+    GRPC_UNANSWERED_MAX_BYTES = env_int("GRPC_UNANSWERED_MAX_BYTES", 64 * 1024 * 1024)
+    GRPC_ANSWER_TIMEOUT_SECONDS = env_float("GRPC_ANSWER_TIMEOUT_SECONDS", 120.0)
     GRPC_CREDENTIAL_CACHE_SECONDS = env_float("GRPC_CREDENTIAL_CACHE_SECONDS", 5.0)  # revocation notices clear it
     PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.02)
     PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
