@@ -1,17 +1,24 @@
-"""/metrics beyond the PostgreSQL test database: the default SQLite stack (its own database file, in a
-subprocess, since the suite's connection is PostgreSQL), and a collector whose store fails."""
+"""/metrics beyond one test process: the default SQLite stack (its own database file, in a subprocess, since
+the suite's connection is PostgreSQL), a collector whose store fails, and a real gunicorn with two workers."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from django.conf import settings
+from django.db import connection
 
-from tests.test_health import metric_value
+from gateways.testing import wait_until
+from tests.test_health import free_port, metric_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +84,68 @@ def test_certificate_metrics_on_sqlite_and_a_failing_collector_shows_up_0(tmp_pa
 def _cert_name(body: str) -> str:
     line = next(x for x in body.splitlines() if x.startswith("gw_certificate_expiry_seconds{"))
     return line.split('certificate="', 1)[1].split('"', 1)[0]
+
+
+# ---- gunicorn: one counter for the web role, not one per worker ------------------------------------------
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Gunicorn:
+    """The Procfile's web command: gunicorn with worker_project.gunicorn_conf and two workers."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.port = free_port()
+        self.metrics_dir = var_dir / "prometheus-web"
+        env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL,
+               "WORKER_ENV": "test", "WORKER_VAR_DIR": str(var_dir)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = var_dir / "gunicorn.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "python:worker_project.gunicorn_conf",
+                 "worker_project.wsgi:application", "--bind", f"127.0.0.1:{self.port}", "--workers", "2"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.ok = 0  # 200 answers received so far: what gw_http_requests_total must say
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                body = response.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        self.ok += 1
+        return body
+
+    def worker_pids_with_counters(self) -> set[str]:
+        return {m.group(1) for p in self.metrics_dir.glob("counter_*.db") if (m := re.match(r"counter_(\d+)", p.name))}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+@pytest.mark.django_db(transaction=True)  # gunicorn's workers read the (committed, empty) test database
+def test_request_counter_is_the_sum_over_gunicorn_workers(tmp_path: Path) -> None:
+    stale = tmp_path / "prometheus-web" / "counter_1.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"a previous run")
+    server = Gunicorn(tmp_path)
+    try:
+        wait_until(lambda: server.get("/health") is not None, timeout=60, message=f"gunicorn ({server.log})")
+        assert not stale.exists(), "the directory is emptied at start"
+        # until both workers have answered (the kernel picks which one accepts)
+        wait_until(lambda: server.get("/health") is not None and len(server.worker_pids_with_counters()) >= 2,
+                   timeout=60, interval=0, message="requests served by both workers")
+        for _ in range(5):
+            expected = server.ok
+            body = server.get("/metrics")
+            assert body is not None
+            assert metric_value(body, "gw_http_requests_total", 'method="GET",status="200"') == expected
+            assert metric_value(body, "gw_http_request_seconds_count", 'method="GET"') == expected
+        assert metric_value(body, "gw_metrics_collector_up", 'collector="job_history",store="database"') == 1
+    finally:
+        server.stop()

@@ -1,4 +1,5 @@
-"""Prometheus metrics for the web process: request counters here, app gauges read on scrape.
+"""Prometheus metrics for the web process: request counters here (summed over gunicorn's workers, see
+gunicorn_conf), app gauges read on scrape.
 
 Each app adds a *reader* (``add_reader``): a plain function that reads one store and returns its metric
 families, or raises. One collector runs them all on scrape: a reader that raises costs its own families and
@@ -9,13 +10,15 @@ answers. Readers are cheap: one aggregate query or one Redis round trip each.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -137,6 +140,17 @@ def register_collectors() -> None:
         _registered = True
 
 
+def scrape_registry() -> CollectorRegistry:
+    """The process's own registry; under gunicorn (PROMETHEUS_MULTIPROC_DIR, see gunicorn_conf) the sum of
+    every worker's files instead, plus the readers, which answer the same from any worker."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        register_collectors()
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(SCRAPE_COLLECTOR)
+    return registry
+
+
 def render() -> tuple[bytes, str]:
-    register_collectors()
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(scrape_registry()), CONTENT_TYPE_LATEST
