@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -200,6 +200,7 @@ class AcmeOrderAdmin(ReadOnlyAdmin):
     search_fields = ("certificate__name", "error", "order_url")
     list_select_related = ("certificate", "account")
     exclude = ("key_pem",)  # never shown
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # ACME is HTTPS (and Django 6's default)
 
     @admin.display(description="error")
     def short_error(self, obj: AcmeOrder) -> str:

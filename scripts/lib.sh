@@ -72,7 +72,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ]; then
     log "installing gateway-worker and its dev tools into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    # The notice silenced here only says the editable install maps two roots (. and proto/), which is on purpose.
+    PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
     touch "$stamp"
   fi
   # shellcheck disable=SC1091
