@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
@@ -103,9 +102,8 @@ class CertificateAdmin(admin.ModelAdmin):
 
     @admin.display(description="days left", ordering="not_after")
     def days_left(self, obj: Certificate) -> str:
-        if obj.not_after is None:
-            return "—"
-        return f"{(obj.not_after - timezone.now()) / dt.timedelta(days=1):.1f}"
+        days = obj.days_left()
+        return "—" if days is None else str(days)
 
     @admin.display(description="issuer")
     def issuer(self, obj: Certificate) -> str:
