@@ -28,5 +28,7 @@ USER worker
 EXPOSE 8000 50051 5555
 ENTRYPOINT ["tini", "--"]
 # Default role: web. Others: see docker-compose.yml (celery worker/beat/flower, manage.py run_grpc, migrate).
-CMD ["gunicorn", "worker_project.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
+# gunicorn_conf: Prometheus multiprocess mode, so /metrics counts every gunicorn worker's requests.
+CMD ["gunicorn", "-c", "python:worker_project.gunicorn_conf", "worker_project.wsgi:application", \
+     "--bind", "0.0.0.0:8000", "--workers", "3", \
      "--access-logfile", "-", "--forwarded-allow-ips", "*"]

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -103,9 +102,8 @@ class CertificateAdmin(admin.ModelAdmin):
 
     @admin.display(description="days left", ordering="not_after")
     def days_left(self, obj: Certificate) -> str:
-        if obj.not_after is None:
-            return "—"
-        return f"{(obj.not_after - timezone.now()) / dt.timedelta(days=1):.1f}"
+        days = obj.days_left()
+        return "—" if days is None else str(days)
 
     @admin.display(description="issuer")
     def issuer(self, obj: Certificate) -> str:
@@ -200,6 +198,7 @@ class AcmeOrderAdmin(ReadOnlyAdmin):
     search_fields = ("certificate__name", "error", "order_url")
     list_select_related = ("certificate", "account")
     exclude = ("key_pem",)  # never shown
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # ACME is HTTPS (and Django 6's default)
 
     @admin.display(description="error")
     def short_error(self, obj: AcmeOrder) -> str:

@@ -10,6 +10,6 @@ class CertificatesConfig(AppConfig):
         from certificates.services.distribution import register_resources
 
         register_resources()
-        from certificates.metrics import register_collector
+        from certificates.metrics import register_reader
 
-        register_collector()
+        register_reader()

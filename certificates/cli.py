@@ -25,3 +25,14 @@ def read_file(path: str | None, what: str) -> str:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise CommandError(f"cannot read {what} from {path}: {exc}") from exc
+
+
+def read_pem_file(path: str | None, option: str, what: str) -> str:
+    """The PEM certificates in ``path`` ("" when no path is given); an empty or non-PEM file is refused by name,
+    since an empty value would silently mean "the default" (e.g. a ``curl > roots.pem`` that got nothing)."""
+    from certificates.forms import pem_problem
+
+    text = read_file(path, what)
+    if path and (problem := pem_problem(text)):
+        raise CommandError(f"{option} {path}: {problem}; expected {what} as PEM certificates")
+    return text

@@ -3,6 +3,7 @@ commands alike, so bad input gets the same specific error wherever it comes from
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -11,6 +12,29 @@ from django.utils import timezone
 from certificates.acme_client import AcmeError, generate_account_key
 from certificates.models import AcmeAccount, Certificate, DnsUpdateServer
 from certificates.services.issuance import check_domains
+from certificates.x509 import CertificateError, load_certificates
+
+PEM_HINT = "PEM certificates (-----BEGIN CERTIFICATE-----)"
+
+
+def pem_problem(text: str) -> str | None:
+    """Why ``text`` is not a bundle of PEM certificates, or None when it is one."""
+    if not text.strip():
+        return "it is empty"
+    try:
+        load_certificates(text)
+    except CertificateError:
+        return f"it holds no readable {PEM_HINT}"
+    return None
+
+
+def pem_file_problem(path: str) -> str | None:
+    """Why the file at ``path`` is not a bundle of PEM certificates, or None when it is one."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"it cannot be read: {exc}"
+    return pem_problem(text)
 
 
 def _secret_field(help_text: str) -> forms.CharField:
@@ -26,6 +50,20 @@ class AcmeAccountForm(forms.ModelForm):
         model = AcmeAccount
         fields = ("name", "directory_url", "contact_email", "eab_kid", "tls_ca_bundle", "trust_roots_pem",
                   "profile")
+
+    def clean_tls_ca_bundle(self) -> str:
+        path = self.cleaned_data.get("tls_ca_bundle", "").strip()
+        if path and (problem := pem_file_problem(path)):
+            raise forms.ValidationError(f"{path}: {problem}; expected the PEM certificates trusted for the "
+                                        "directory's HTTPS")
+        return path
+
+    def clean_trust_roots_pem(self) -> str:
+        text = self.cleaned_data.get("trust_roots_pem", "").strip()
+        if text and (problem := pem_problem(text)):  # empty: settings.CERT_TRUST_STORE
+            raise forms.ValidationError(f"{problem}; paste the PEM roots issued chains build to, or leave it "
+                                        "empty for the default trust store")
+        return text
 
     def save(self, commit: bool = True) -> AcmeAccount:
         account = super().save(commit=False)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from worker_project.encryption import EncryptedTextField
 
@@ -129,6 +132,13 @@ class Certificate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def days_left(self, now: dt.datetime | None = None) -> int | None:
+        """Whole days until the served version expires, rounded down (negative once expired); None when nothing
+        is served. The one number admin and ``list_certificates`` show."""
+        if self.not_after is None:
+            return None
+        return (self.not_after - (now or timezone.now())).days
 
 
 class CertificateIssuer(models.Model):

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import grpc
 
 from .client import Agent
 from .config import AgentConfig, parser
+
+logger = logging.getLogger("gateway_agent")
+
+
+async def run_until_signalled(agent: Agent) -> None:
+    """Run until SIGTERM or SIGINT, each handled explicitly: a process started with SIGINT ignored (a background
+    job of a non-interactive shell, a CI step) would otherwise ignore its supervisor's Ctrl-C, and SIGTERM would
+    end it without closing the stream."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await agent.run_forever()
+    except asyncio.CancelledError:
+        logger.info("stopping on a signal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway-agent: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(agent.run_forever())
+        asyncio.run(run_until_signalled(agent))
     except KeyboardInterrupt:
         return 0
     except grpc.aio.AioRpcError as exc:

@@ -6,6 +6,8 @@ VENV="${VENV:-$ROOT/.venv}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+redact_url() { printf '%s' "$1" | sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#'; }  # scheme://user:***@host/...
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -70,7 +72,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ]; then
     log "installing gateway-worker and its dev tools into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    # The notice silenced here only says the editable install maps two roots (. and proto/), which is on purpose.
+    PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
     touch "$stamp"
   fi
   # shellcheck disable=SC1091

@@ -108,7 +108,7 @@ def test_metrics_report_requests_tasks_queues_and_heartbeat(client, private_redi
     assert metric_value(body, "gw_queue_depth", 'queue="maintenance"') == 1
     assert metric_value(body, "gw_queue_depth", 'queue="certificates"') == 0
     assert metric_value(body, "gw_beat_heartbeat_age_seconds") == float("inf")
-    assert metric_value(body, "gw_metrics_collector_up", 'store="redis"') == 1
+    assert metric_value(body, "gw_metrics_collector_up", 'collector="queues",store="redis"') == 1
 
     record_heartbeat(time.time() - 42)
     body = client.get("/metrics").content.decode()
@@ -120,12 +120,12 @@ def test_metrics_answer_when_redis_is_down(client, private_redis: RedisServer) -
     response = client.get("/metrics")
     assert response.status_code == 200
     body = response.content.decode()
-    assert metric_value(body, "gw_metrics_collector_up", 'store="redis"') == 0
-    assert metric_value(body, "gw_metrics_collector_up", 'store="database"') == 1
+    assert metric_value(body, "gw_metrics_collector_up", 'collector="queues",store="redis"') == 0
+    assert metric_value(body, "gw_metrics_collector_up", 'collector="job_history",store="database"') == 1
 
 
 def test_metrics_scrape_is_cheap(client, private_redis: RedisServer, django_assert_max_num_queries) -> None:
-    with django_assert_max_num_queries(2):  # the job-history GROUP BY (+ a possible session/connection check)
+    with django_assert_max_num_queries(3):  # the job-history GROUP BY, the certificates, the orders GROUP BY
         assert client.get("/metrics").status_code == 200
 
 

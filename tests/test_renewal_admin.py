@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from certificates.models import AcmeAccount, AcmeOrder, Certificate, CertificateVersion, OrderStatus
@@ -33,7 +38,18 @@ def test_changelist_shows_expiry_state_issuer_and_last_error(admin_client, accou
     Certificate.objects.filter(pk=cert.pk).update(last_error="urn:ietf:params:acme:error:rateLimited: too many")
     page = admin_client.get(reverse("admin:certificates_certificate_changelist")).content.decode()
     assert cert.name in page and account.name in page and "rateLimited: too many" in page
-    assert ">5.0<" in page or ">4.9<" in page, "days left"
+    assert '<td class="field-days_left">4</td>' in page, "days left: 5 days minus the moments since, rounded down"
+
+
+def test_admin_and_list_certificates_agree_on_days_left(admin_client, account) -> None:  # type: ignore[no-untyped-def]
+    cert = make_certificate([f"{unique('days')}.example.test"], account)
+    Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() + timedelta(days=1825, hours=23))
+    page = admin_client.get(reverse("admin:certificates_certificate_changelist")).content.decode()
+    assert '<td class="field-days_left">1825</td>' in page  # not "1826.0"
+    out = io.StringIO()
+    call_command("list_certificates", stdout=out)
+    row = next(line for line in out.getvalue().splitlines() if line.startswith(cert.name))
+    assert row.split()[4] == "1825", row  # name state date time days
 
 
 def test_keys_are_never_shown(admin_client, account) -> None:  # type: ignore[no-untyped-def]

@@ -220,7 +220,9 @@ def running_ari_proxy(pebble: Pebble, workdir: Path) -> Iterator[AriProxy]:
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     proxy = AriProxy(pebble=pebble, ca_bundle=str(bundle), port=int(server.server_address[1]))
     server.proxy = proxy
-    thread = threading.Thread(target=server.serve_forever, daemon=True, name="ari-proxy")
+    # shutdown() waits for serve_forever to notice, which it checks every poll_interval (0.5 s by default)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
+                              name="ari-proxy")
     thread.start()
     try:
         # learn Pebble's newOrder/newNonce paths before any client asks (clients get the directory rewritten anew)

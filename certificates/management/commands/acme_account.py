@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from certificates.acme_client import AcmeClient, AcmeError
-from certificates.cli import read_file, save_form
+from certificates.cli import read_file, read_pem_file, save_form
 from certificates.forms import AcmeAccountForm
 from certificates.models import AcmeAccount
 from certificates.services import seams
@@ -31,9 +31,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         instance = AcmeAccount.objects.filter(name=opts["name"]).first()
+        roots = read_pem_file(opts["trust_roots"], "--trust-roots", "the roots issued chains build to")
         data = {
             "name": opts["name"], "directory_url": opts["directory"], "contact_email": opts["email"],
-            "tls_ca_bundle": opts["ca_bundle"], "trust_roots_pem": read_file(opts["trust_roots"], "trust roots"),
+            "tls_ca_bundle": opts["ca_bundle"], "trust_roots_pem": roots,
             "eab_kid": opts["eab_kid"], "profile": opts["profile"],
             "new_eab_hmac_key": read_file(opts["eab_hmac_key_file"], "EAB HMAC key"),
         }

@@ -19,8 +19,9 @@ class Command(BaseCommand):
         header = f"{'name':32} {'state':10} {'expires':17} {'days':>5} {'renew after':17}"
         self.stdout.write(f"{header} domains / last error")
         for c in rows:
-            days = f"{(c.not_after - now).days}" if c.not_after else "-"
+            days = c.days_left(now)
             expires = f"{c.not_after:%Y-%m-%d %H:%M}" if c.not_after else "-"
             renew = f"{c.renew_after:%Y-%m-%d %H:%M}" if c.renew_after else "-"
             tail = ", ".join(c.domains) + (f"  [{c.last_error[:80]}]" if c.last_error else "")
-            self.stdout.write(f"{c.name:32} {c.state:10} {expires:17} {days:>5} {renew:17} {tail}")
+            self.stdout.write(f"{c.name:32} {c.state:10} {expires:17} {'-' if days is None else days:>5} {renew:17} "
+                              f"{tail}")
