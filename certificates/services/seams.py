@@ -1,4 +1,5 @@
-"""Calls across app seams (audit trail, push plane, notifications), kept in one place."""
+"""Calls across app seams (audit trail, push plane, Gateway groups, notifications), kept in one place: the rest
+of the app imports no other app's models or services."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from audit import services as audit
 from gateways.models import ResourceVersion
 from gateways.services import publish_desired_state, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks
+from integrations import services as integrations
+from integrations.services import Severity
 
 
 def record(action: str, obj: Model | None = None, *, summary: str = "", after: Any = None,
@@ -50,16 +53,6 @@ def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool
     return False, "; ".join(parts) or repr(result)
 
 
-def notify(event_kind: str, title: str, *, severity: str, dedupe_key: str, body: dict[str, Any]) -> int:
-    """One pending ``Notification`` per enabled channel that takes ``event_kind``; the integrations app sends
-    them. Returns how many were written."""
-    from integrations.models import Notification, NotificationChannel
-
-    count = 0
-    for channel in NotificationChannel.objects.filter(enabled=True):
-        if channel.event_kinds and event_kind not in channel.event_kinds:
-            continue
-        Notification.objects.create(channel=channel, event_kind=event_kind, severity=severity,
-                                    dedupe_key=dedupe_key, title=title[:300], body=body)
-        count += 1
-    return count
+def notify(kind: str, severity: Severity, subject: str, *, dedup_key: str, context: dict[str, Any]) -> int:
+    """Alert people through the integrations app (pending rows; its senders deliver them)."""
+    return integrations.notify(kind, severity, subject, dedup_key=dedup_key, context=context)

@@ -113,10 +113,10 @@ def make_current(certificate: Certificate, version: CertificateVersion, *, actor
             CertificateVersion.objects.filter(pk=previous.pk, retired_at__isnull=True).update(retired_at=now)
             seams.record("certificate.recovered", cert, actor=actor,
                          summary=f"{cert.name}: real certificate replaced the temporary one")
-            seams.notify("certificate.recovered", f"Certificate {cert.name} recovered", severity="info",
-                         dedupe_key=f"certificate.recovered:{cert.pk}:{version.pk}",
-                         body={"certificate": cert.name, "serial": version.serial_hex,
-                               "not_after": version.not_after.isoformat()})
+            seams.notify("certificate.recovered", seams.Severity.INFO, f"Certificate {cert.name} recovered",
+                         dedup_key=f"certificate.recovered:{cert.pk}:{version.pk}",
+                         context={"certificate": cert.name, "serial": version.serial_hex,
+                                  "not_after": version.not_after.isoformat()})
         seams.publish_on_commit("certificates", cert.gateway_group)
     certificate.refresh_from_db()
 
