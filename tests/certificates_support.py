@@ -39,6 +39,15 @@ def pushes(resource_type: str = "certificates") -> int:
     return ResourceVersion.objects.filter(resource_type=resource_type).count()
 
 
+def served_serials(group_name: str = "default") -> dict[str, str]:
+    """Certificate name -> serial in the newest ``certificates`` desired state published for the group."""
+    from gateways.models import ResourceVersion
+
+    latest = (ResourceVersion.objects.filter(resource_type="certificates", group__name=group_name)
+              .order_by("-id").first())
+    return {} if latest is None else {c["name"]: c["serial"] for c in latest.summary.get("certificates", [])}
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{next(_seq)}-{dt.datetime.now().strftime('%H%M%S%f')}"
 

@@ -28,3 +28,10 @@ def revoke_version(version: CertificateVersion, reason: str = "unspecified", *, 
         seams.record("certificate.revoked", version.certificate, actor=actor,
                      summary=f"{version.certificate.name}: revoked {version.serial_hex} ({reason})",
                      after={"version_id": version.pk, "serial": version.serial_hex, "reason": reason})
+
+
+def request_revocation(version: CertificateVersion, *, actor: object) -> None:
+    """Record that someone asked for ``version`` to be revoked (the caller enqueues ``revoke_version``)."""
+    cert = version.certificate
+    seams.record("certificate.revoke.requested", cert, actor=actor, summary=f"{cert.name}: revoke {version.serial_hex}",
+                 after={"version_id": version.pk})
