@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import josepy as jose
@@ -38,6 +39,33 @@ PERMANENT_TYPES = {
     "urn:ietf:params:acme:error:caa",
     "urn:ietf:params:acme:error:badCSR",
 }
+
+
+class LocalError(StrEnum):
+    """Error kinds found here rather than sent by the CA (``AcmeOrder.error_type`` holds these or the CA's
+    problem type)."""
+
+    ACCOUNT_KEY = "local:account-key"
+    BAD_DOMAIN = "local:bad-domain"
+    CHALLENGE_TYPE = "local:challenge-type"
+    DEADLINE = "local:deadline"
+    DNS = "local:dns"
+    DNS_CONFIG = "local:dns-config"
+    EAB = "local:eab"
+    NO_ISSUER = "local:no-issuer"
+    NOT_ACME = "local:not-acme"
+    PROFILE = "local:profile"
+    PUSH = "local:push"
+    TIMEOUT = "local:timeout"
+    VALIDATION = "local:validation"  # followed by ":<reason>" from x509.CertificateValidationError
+    WILDCARD_HTTP01 = "local:wildcard-http01"
+    CLIENT = "client"  # the ACME library refused or could not parse something
+    CONNECTION = "connection"  # the CA could not be reached
+
+
+# The request itself is wrong: asking again (or serving a temporary certificate) only hides the mistake.
+BAD_INPUT = frozenset({LocalError.BAD_DOMAIN, LocalError.WILDCARD_HTTP01, LocalError.DNS_CONFIG,
+                       LocalError.NO_ISSUER, LocalError.PROFILE})
 
 
 class AcmeError(Exception):
@@ -72,7 +100,7 @@ class _Network(ClientNetwork):
             response = super()._send_request(method, url, *args, **kwargs)
         except requests.RequestException as exc:
             raise AcmeError(f"cannot reach the ACME server at {url}: {exc.__class__.__name__}: {exc}",
-                            error_type="connection") from exc
+                            error_type=LocalError.CONNECTION) from exc
         self.last_response = response
         return response
 
@@ -92,7 +120,7 @@ def _jwk_and_alg(key_pem: str) -> tuple[jose.JWK, jose.JWASignature]:
         return jose.JWKEC(key=key), alg
     if isinstance(key, rsa.RSAPrivateKey):
         return jose.JWKRSA(key=key), jose.RS256
-    raise AcmeError("account key must be EC or RSA", error_type="local:account-key", permanent=True)
+    raise AcmeError("account key must be EC or RSA", error_type=LocalError.ACCOUNT_KEY, permanent=True)
 
 
 def _retry_after(response: requests.Response | None) -> dt.datetime | None:
@@ -148,7 +176,7 @@ class AcmeClient:
     def __init__(self, account: AcmeAccount, timeout: int = 30) -> None:
         self.account = account
         if not account.key_pem:
-            raise AcmeError(f"ACME account {account.name} has no key", error_type="local:account-key",
+            raise AcmeError(f"ACME account {account.name} has no key", error_type=LocalError.ACCOUNT_KEY,
                             permanent=True)
         self.key, alg = _jwk_and_alg(account.key_pem)
         self.net = _Network(self.key, alg=alg, verify_ssl=trust_for(account),  # type: ignore[arg-type]
@@ -188,7 +216,7 @@ class AcmeClient:
             raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
                             error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
         except (errors.Error, ValueError, jose.DeserializationError) as exc:
-            raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type="client") from exc
+            raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type=LocalError.CLIENT) from exc
 
     def _post_as_get(self, url: str, what: str) -> requests.Response:
         return self._call(self.client._post_as_get, url, what=what)
@@ -228,13 +256,13 @@ class AcmeClient:
             fields["email"] = email
         if account.eab_kid:
             if not account.eab_hmac_key:
-                raise AcmeError("EAB key id set without an EAB HMAC key", error_type="local:eab", permanent=True)
+                raise AcmeError("EAB key id set without an EAB HMAC key", error_type=LocalError.EAB, permanent=True)
             fields["external_account_binding"] = messages.ExternalAccountBinding.from_data(
                 account_public_key=self.key.public_key(), kid=account.eab_kid,
                 hmac_key=account.eab_hmac_key, directory=self.directory)
         elif self.client.external_account_required():
             raise AcmeError("this CA requires External Account Binding: set the account's EAB key id and HMAC key",
-                            error_type="local:eab", permanent=True)
+                            error_type=LocalError.EAB, permanent=True)
         registration = messages.NewRegistration.from_data(**fields)
         try:
             regr = self._call(self.client.new_account, registration, what="register the account")
@@ -247,7 +275,7 @@ class AcmeClient:
         """Create an order. A ``replaces`` refused by the CA raises ``ReplacesRejected``."""
         if profile and self.profiles and profile not in self.profiles:  # checked before anything reaches the CA
             raise AcmeError(f"profile {profile!r} is not offered by {self.account.directory_url} "
-                            f"(offered: {', '.join(sorted(self.profiles))})", error_type="local:profile",
+                            f"(offered: {', '.join(sorted(self.profiles))})", error_type=LocalError.PROFILE,
                             permanent=True)
         self.ensure_registered()
         body = NewOrderWithExtras(
@@ -302,7 +330,7 @@ class AcmeClient:
             if chosen is None:
                 offered = ", ".join(sorted(c.chall.typ for c in authz.challenges))
                 raise AcmeError(f"{domain}: the CA offers no {challenge_type} challenge (offered: {offered})",
-                                error_type="local:challenge-type", permanent=True)
+                                error_type=LocalError.CHALLENGE_TYPE, permanent=True)
             key_authorization = chosen.chall.key_authorization(self.key)
             txt, record = "", ""
             if isinstance(chosen.chall, challenges.DNS01):
@@ -326,7 +354,7 @@ class AcmeClient:
             if state.status in want or state.status == "invalid":
                 return state
             if time.monotonic() >= deadline:
-                raise AcmeError(f"order stuck in {state.status!r} past its deadline", error_type="local:timeout")
+                raise AcmeError(f"order stuck in {state.status!r} past its deadline", error_type=LocalError.TIMEOUT)
             hint = getattr(state, "retry_hint", None)
             wait = delay
             if hint is not None:
@@ -363,7 +391,7 @@ class AcmeClient:
         try:
             info = messages.RenewalInfo.from_json(response.json())
         except (ValueError, jose.DeserializationError) as exc:
-            raise AcmeError(f"fetch renewal information: bad answer: {exc}", error_type="client") from exc
+            raise AcmeError(f"fetch renewal information: bad answer: {exc}", error_type=LocalError.CLIENT) from exc
         start, end = info.suggested_window.start, info.suggested_window.end
         window = (start if start.tzinfo else start.replace(tzinfo=dt.UTC),
                   end if end.tzinfo else end.replace(tzinfo=dt.UTC))

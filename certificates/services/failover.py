@@ -16,9 +16,6 @@ from certificates.services.versions import make_current, store_version
 
 logger = logging.getLogger(__name__)
 
-# Errors that mean the request itself is wrong: a temporary certificate would only hide the mistake.
-BAD_INPUT_TYPES = {"local:bad-domain", "local:wildcard-http01", "local:dns-config", "local:no-issuer",
-                   "local:profile"}
 TEMPORARY_REFRESH_BEFORE = dt.timedelta(days=2)  # renew the temporary one itself when renewal fails that long
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from certificates.acme_client import AcmeClient, AcmeError
+from certificates.acme_client import AcmeClient, AcmeError, LocalError
 from certificates.models import CertificateVersion
 from certificates.services import seams
 
@@ -21,7 +21,7 @@ def revoke_version(version: CertificateVersion, reason: str = "unspecified", *, 
         return
     if version.account is None:
         raise AcmeError(f"version {version.serial_hex} was not issued through ACME here: nothing to revoke",
-                        error_type="local:not-acme", permanent=True)
+                        error_type=LocalError.NOT_ACME, permanent=True)
     AcmeClient(version.account).revoke(version.cert_pem, REASONS[reason])
     with transaction.atomic():
         CertificateVersion.objects.filter(pk=version.pk).update(revoked_at=timezone.now(), revocation_reason=reason)
