@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from worker_project import queues
 from worker_project.env import (
     ImproperlyConfiguredEnv,
     env_bool,
@@ -169,15 +170,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 840)
-CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_DEFAULT_QUEUE = queues.MAINTENANCE
 CELERY_TASK_ROUTES = {
-    "certificates.*": {"queue": "certificates"},
-    "waf_config.*": {"queue": "config"},
-    "gateways.*": {"queue": "config"},
-    "logpipeline.*": {"queue": "logs"},
-    "analytics.*": {"queue": "analytics"},
-    "integrations.*": {"queue": "integrations"},
-    "audit.*": {"queue": "maintenance"},
+    "certificates.*": {"queue": queues.CERTIFICATES},
+    "waf_config.*": {"queue": queues.CONFIG},
+    "gateways.*": {"queue": queues.CONFIG},
+    "logpipeline.*": {"queue": queues.LOGS},
+    "analytics.*": {"queue": queues.ANALYTICS},
+    "integrations.*": {"queue": queues.INTEGRATIONS},
+    "audit.*": {"queue": queues.MAINTENANCE},
 }
 # visibility_timeout must exceed the longest task (plus its ETA) or Redis redelivers a running task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
