@@ -46,7 +46,8 @@ try:
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
 
     # Field encryption: a comma-separated list of Fernet keys, newest first; all are tried to decrypt,
-    # the first encrypts, so a key rotates by prepending a new one (then `manage.py rotate_field_keys`).
+    # the first encrypts, so a key rotates by prepending a new one. Nothing re-encrypts existing rows yet:
+    # keep an old key in the list while rows written under it remain.
     FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
     if not FIELD_ENCRYPTION_KEYS:
         if PRODUCTION:
