@@ -168,55 +168,71 @@ class OrderState:
     error: str
     error_type: str
     expires: dt.datetime | None
+    retry_hint: dt.datetime | None = None  # the CA's Retry-After on the answer that produced this state
+
+
+def _call(net: _Network, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
+    """Run one library call, turning every failure into a specific ``AcmeError``."""
+    try:
+        return fn(*args, **kwargs)
+    except AcmeError:
+        raise
+    except messages.Error as exc:
+        retry = _retry_after(net.last_response)
+        raise AcmeError(f"{what}: {exc.typ}: {exc.detail or exc.description or ''}".rstrip(": "),
+                        error_type=str(exc.typ or ""), retry_after=retry) from exc
+    except errors.ConflictError as exc:
+        response = net.last_response
+        if response is None or response.status_code != 409:
+            raise  # new_account's "key already registered" (a 200 with Location): _register wants it
+        # the library raises on any 409 before reading its problem document (RFC 9773 answers a refused
+        # ``replaces`` with 409 alreadyReplaced): keep the CA's type and detail
+        try:
+            problem = messages.Error.from_json(response.json())
+        except (ValueError, jose.DeserializationError):
+            problem = messages.Error(typ="urn:ietf:params:acme:error:conflict", detail=response.text[:300])
+        raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
+                        error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
+    except (errors.Error, ValueError, jose.DeserializationError) as exc:
+        raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type=LocalError.CLIENT) from exc
 
 
 class AcmeClient:
-    """One account at one directory. Not thread-safe (nonce pool): use one per order/thread."""
+    """One account at one directory. Not thread-safe (nonce pool): use one per order/thread.
 
-    def __init__(self, account: AcmeAccount, timeout: int = 30) -> None:
+    Made by ``AcmeClient.connect(account)``, which fetches the directory; the constructor itself only holds
+    what it is given (no network, no database)."""
+
+    def __init__(self, account: AcmeAccount, key: jose.JWK, net: _Network, directory: messages.Directory) -> None:
         self.account = account
-        if not account.key_pem:
-            raise AcmeError(f"ACME account {account.name} has no key", error_type=LocalError.ACCOUNT_KEY,
-                            permanent=True)
-        self.key, alg = _jwk_and_alg(account.key_pem)
-        self.net = _Network(self.key, alg=alg, verify_ssl=trust_for(account),  # type: ignore[arg-type]
-                            user_agent=USER_AGENT, timeout=timeout)
-        self.directory = self._call(ClientV2.get_directory, account.directory_url, self.net,
-                                    what="fetch the directory")
-        self.client = ClientV2(self.directory, self.net)
-        if account.pk and account.ari_offered is not self.has_ari:
-            # remembered so the ARI refresh job selects only accounts whose CA offers renewalInfo
-            account.ari_offered = self.has_ari
-            AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=self.has_ari)
+        self.key = key
+        self.net = net
+        self.directory = directory
+        self.client = ClientV2(directory, net)
         if account.account_url:
             self.net.account = messages.RegistrationResource(body=messages.Registration(),
                                                              uri=account.account_url)
 
+    @classmethod
+    def connect(cls, account: AcmeAccount, timeout: int = 30) -> AcmeClient:
+        """Fetch the account's directory and return a client for it. Remembers on the account whether the
+        directory offers renewalInfo, so the ARI refresh job selects only accounts whose CA offers it."""
+        if not account.key_pem:
+            raise AcmeError(f"ACME account {account.name} has no key", error_type=LocalError.ACCOUNT_KEY,
+                            permanent=True)
+        key, alg = _jwk_and_alg(account.key_pem)
+        net = _Network(key, alg=alg, verify_ssl=trust_for(account),  # type: ignore[arg-type]
+                       user_agent=USER_AGENT, timeout=timeout)
+        directory = _call(net, ClientV2.get_directory, account.directory_url, net, what="fetch the directory")
+        client = cls(account, key, net, directory)
+        if account.pk and account.ari_offered is not client.has_ari:
+            account.ari_offered = client.has_ari
+            AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=client.has_ari)
+        return client
+
     # ---- plumbing -------------------------------------------------------------------------------------
     def _call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
-        """Run one library call, turning every failure into a specific ``AcmeError``."""
-        try:
-            return fn(*args, **kwargs)
-        except AcmeError:
-            raise
-        except messages.Error as exc:
-            retry = _retry_after(self.net.last_response)
-            raise AcmeError(f"{what}: {exc.typ}: {exc.detail or exc.description or ''}".rstrip(": "),
-                            error_type=str(exc.typ or ""), retry_after=retry) from exc
-        except errors.ConflictError as exc:
-            response = self.net.last_response
-            if response is None or response.status_code != 409:
-                raise  # new_account's "key already registered" (a 200 with Location): _register wants it
-            # the library raises on any 409 before reading its problem document (RFC 9773 answers a refused
-            # ``replaces`` with 409 alreadyReplaced): keep the CA's type and detail
-            try:
-                problem = messages.Error.from_json(response.json())
-            except (ValueError, jose.DeserializationError):
-                problem = messages.Error(typ="urn:ietf:params:acme:error:conflict", detail=response.text[:300])
-            raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
-                            error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
-        except (errors.Error, ValueError, jose.DeserializationError) as exc:
-            raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type=LocalError.CLIENT) from exc
+        return _call(self.net, fn, *args, what=what, **kwargs)
 
     def _post_as_get(self, url: str, what: str) -> requests.Response:
         return self._call(self.client._post_as_get, url, what=what)
@@ -305,14 +321,13 @@ class AcmeClient:
         expires = order.expires
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
-        state = OrderState(
+        return OrderState(
             url=url, status=str(order.status.name if order.status else ""),
             authorizations=list(order.authorizations or []), finalize_url=order.finalize or "",
             certificate_url=order.certificate, error=str(err.detail or err.description or err.typ) if err else "",
             error_type=str(err.typ or "") if err else "", expires=expires,
+            retry_hint=_retry_after(response) if response is not None else None,
         )
-        state.retry_hint = _retry_after(response) if response is not None else None  # type: ignore[attr-defined]
-        return state
 
     def pending_challenges(self, order: OrderState, challenge_type: str) -> list[Challenge]:
         """The challenges of ``challenge_type`` still to answer (valid authorizations are skipped)."""
@@ -355,10 +370,9 @@ class AcmeClient:
                 return state
             if time.monotonic() >= deadline:
                 raise AcmeError(f"order stuck in {state.status!r} past its deadline", error_type=LocalError.TIMEOUT)
-            hint = getattr(state, "retry_hint", None)
             wait = delay
-            if hint is not None:
-                wait = max(delay, min(5.0, (hint - dt.datetime.now(dt.UTC)).total_seconds()))
+            if state.retry_hint is not None:
+                wait = max(delay, min(5.0, (state.retry_hint - dt.datetime.now(dt.UTC)).total_seconds()))
             time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
             delay = min(delay * 1.6, 1.0)
 

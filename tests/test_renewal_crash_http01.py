@@ -90,7 +90,7 @@ def test_sigkill_mid_http01_order_then_restart_serves_exactly_one_new_version(  
         for token, key_authorization in tokens.items():  # pushed, ACKed, written by the agent, served
             assert _http_get(_challenge_url(fleet, token)) == (200, key_authorization)
         time.sleep(0.3)  # had the worker answered the challenge, Pebble (no VA sleep) would have moved on
-        ca_status = AcmeClient(order.account).get_order(order.order_url).status
+        ca_status = AcmeClient.connect(order.account).get_order(order.order_url).status
         assert ca_status in ({"pending"} if step == "authorizing" else {"processing", "valid"}), ca_status
         _stop(first, signal.SIGKILL)  # the whole process group, mid-order
         killed_at = time.monotonic()

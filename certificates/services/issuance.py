@@ -198,7 +198,8 @@ def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float)
     assert server is not None
     target = dns01.UpdateTarget.from_model(server)
     records = [(("*." if c.wildcard else "") + c.domain, c.dns_txt_value) for c in challenges]
-    order._dns_records = records  # type: ignore[attr-defined]  # for cleanup; a crash leaves harmless TXTs
+    known = [list(r) for r in order.dns_records]
+    _save(order, dns_records=known + [list(r) for r in records if list(r) not in known])  # before the update
     timeout = min(float(server.propagation_timeout_seconds), max(1.0, deadline - time.monotonic()))
     try:
         dns01.publish_and_wait(target, records, timeout=timeout)
@@ -207,13 +208,15 @@ def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float)
 
 
 def dns_cleanup(order: AcmeOrder) -> None:
-    """Remove the TXT records this process added for ``order`` (best effort: a leftover TXT is harmless)."""
-    records = getattr(order, "_dns_records", None)
-    if not records or order.certificate.dns_server is None:
+    """Remove the TXT records added for ``order``, by this attempt or one that crashed (best effort: a leftover
+    TXT is harmless, and is forgotten once tried)."""
+    if not order.dns_records or order.certificate.dns_server is None:
         return
     from certificates import dns01
 
     try:
-        dns01.remove_txt_records(dns01.UpdateTarget.from_model(order.certificate.dns_server), records)
+        dns01.remove_txt_records(dns01.UpdateTarget.from_model(order.certificate.dns_server),
+                                 [(name, value) for name, value in order.dns_records])
     except dns01.Dns01Error:
         logger.warning("order %s: DNS-01 cleanup failed", order.pk, exc_info=True)
+    _save(order, dns_records=[])

@@ -148,7 +148,7 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
 
 def _issue(cert: Certificate, order: AcmeOrder, account: AcmeAccount) -> int:
     try:
-        client = AcmeClient(account)
+        client = AcmeClient.connect(account)
         fullchain = drive_order(order, client, profile=cert.profile or account.profile)
         try:
             leaf, chain, info = validate_fullchain(cert, fullchain, order.key_pem or "", account, order.domains)

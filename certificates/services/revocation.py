@@ -22,7 +22,7 @@ def revoke_version(version: CertificateVersion, reason: str = "unspecified", *, 
     if version.account is None:
         raise AcmeError(f"version {version.serial_hex} was not issued through ACME here: nothing to revoke",
                         error_type=LocalError.NOT_ACME, permanent=True)
-    AcmeClient(version.account).revoke(version.cert_pem, REASONS[reason])
+    AcmeClient.connect(version.account).revoke(version.cert_pem, REASONS[reason])
     with transaction.atomic():
         CertificateVersion.objects.filter(pk=version.pk).update(revoked_at=timezone.now(), revocation_reason=reason)
         seams.record("certificate.revoked", version.certificate, actor=actor,

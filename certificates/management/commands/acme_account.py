@@ -42,7 +42,7 @@ class Command(BaseCommand):
                           f"({account.directory_url})")
         if opts["register"]:
             try:
-                url = AcmeClient(account).ensure_registered()
+                url = AcmeClient.connect(account).ensure_registered()
             except AcmeError as exc:
                 raise CommandError(f"registration with {account.directory_url} failed: {exc}") from exc
             self.stdout.write(f"registered: {url}")
