@@ -67,6 +67,22 @@ def make_certificate(domains: list[str], *accounts: AcmeAccount, **fields) -> Ce
     return cert
 
 
+def assert_resumed_at_the_ca(order_id: int, ca_order_url: str, version: CertificateVersion) -> None:
+    """The stored order kept the CA order it had before the crash, and the version is that order's certificate
+    (not one from a second order placed at the CA, which a row count cannot tell apart)."""
+    from certificates.acme_client import AcmeClient
+    from certificates.models import AcmeOrder
+
+    order = AcmeOrder.objects.select_related("account").get(pk=order_id)
+    assert order.order_url == ca_order_url, "the order was placed at the CA again"
+    assert order.account is not None
+    client = AcmeClient.connect(order.account)
+    at_ca = client.get_order(ca_order_url)
+    assert at_ca.status == "valid" and at_ca.certificate_url, at_ca
+    leaf, _ = x509.split_fullchain(client.download(at_ca.certificate_url))
+    assert x509.certificate_info(leaf).serial_hex == version.serial_hex, "served a certificate from another order"
+
+
 def install_expiring_version(cert: Certificate, days_left: float) -> CertificateVersion:
     """A real-looking (CA-signed, not temporary) version expiring in ``days_left`` days, made current."""
     now = timezone.now()

@@ -17,7 +17,7 @@ from django.db import connection
 
 from certificates.models import AcmeOrder, Certificate, CertificateVersion, DnsUpdateServer, OrderStatus
 from certificates.tasks import renew_certificate
-from tests.certificates_support import make_account, make_certificate, unique
+from tests.certificates_support import assert_resumed_at_the_ca, make_account, make_certificate, unique
 from worker_project import queues
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -75,6 +75,8 @@ def test_sigkill_mid_order_then_restart_gives_exactly_one_version(pebble, bind_s
               "the order to be finalized (and held) by the first worker")
         _stop(first, signal.SIGKILL)  # mid-order: finalized at the CA, nothing downloaded or stored
         assert not CertificateVersion.objects.filter(certificate=cert).exists()
+        ca_order_url = AcmeOrder.objects.get(certificate=cert).order_url
+        assert ca_order_url
 
         second = _start_worker(tmp_path, "survivor")
         _wait(lambda: Certificate.objects.get(pk=cert.pk).current_version_id is not None, 90,
@@ -89,3 +91,5 @@ def test_sigkill_mid_order_then_restart_gives_exactly_one_version(pebble, bind_s
     version = CertificateVersion.objects.get(certificate=cert)  # exactly one version
     assert version.order_id == order.pk and version.key_pem == order.key_pem
     assert Certificate.objects.get(pk=cert.pk).current_version_id == version.pk
+    assert_resumed_at_the_ca(order.pk, ca_order_url, version)
+    assert order.dns_records == [], "the TXT records were removed and forgotten"
