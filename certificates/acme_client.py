@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import josepy as jose
@@ -38,6 +39,33 @@ PERMANENT_TYPES = {
     "urn:ietf:params:acme:error:caa",
     "urn:ietf:params:acme:error:badCSR",
 }
+
+
+class LocalError(StrEnum):
+    """Error kinds found here rather than sent by the CA (``AcmeOrder.error_type`` holds these or the CA's
+    problem type)."""
+
+    ACCOUNT_KEY = "local:account-key"
+    BAD_DOMAIN = "local:bad-domain"
+    CHALLENGE_TYPE = "local:challenge-type"
+    DEADLINE = "local:deadline"
+    DNS = "local:dns"
+    DNS_CONFIG = "local:dns-config"
+    EAB = "local:eab"
+    NO_ISSUER = "local:no-issuer"
+    NOT_ACME = "local:not-acme"
+    PROFILE = "local:profile"
+    PUSH = "local:push"
+    TIMEOUT = "local:timeout"
+    VALIDATION = "local:validation"  # followed by ":<reason>" from x509.CertificateValidationError
+    WILDCARD_HTTP01 = "local:wildcard-http01"
+    CLIENT = "client"  # the ACME library refused or could not parse something
+    CONNECTION = "connection"  # the CA could not be reached
+
+
+# The request itself is wrong: asking again (or serving a temporary certificate) only hides the mistake.
+BAD_INPUT = frozenset({LocalError.BAD_DOMAIN, LocalError.WILDCARD_HTTP01, LocalError.DNS_CONFIG,
+                       LocalError.NO_ISSUER, LocalError.PROFILE})
 
 
 class AcmeError(Exception):
@@ -72,7 +100,7 @@ class _Network(ClientNetwork):
             response = super()._send_request(method, url, *args, **kwargs)
         except requests.RequestException as exc:
             raise AcmeError(f"cannot reach the ACME server at {url}: {exc.__class__.__name__}: {exc}",
-                            error_type="connection") from exc
+                            error_type=LocalError.CONNECTION) from exc
         self.last_response = response
         return response
 
@@ -92,7 +120,7 @@ def _jwk_and_alg(key_pem: str) -> tuple[jose.JWK, jose.JWASignature]:
         return jose.JWKEC(key=key), alg
     if isinstance(key, rsa.RSAPrivateKey):
         return jose.JWKRSA(key=key), jose.RS256
-    raise AcmeError("account key must be EC or RSA", error_type="local:account-key", permanent=True)
+    raise AcmeError("account key must be EC or RSA", error_type=LocalError.ACCOUNT_KEY, permanent=True)
 
 
 def _retry_after(response: requests.Response | None) -> dt.datetime | None:
@@ -140,55 +168,71 @@ class OrderState:
     error: str
     error_type: str
     expires: dt.datetime | None
+    retry_hint: dt.datetime | None = None  # the CA's Retry-After on the answer that produced this state
+
+
+def _call(net: _Network, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
+    """Run one library call, turning every failure into a specific ``AcmeError``."""
+    try:
+        return fn(*args, **kwargs)
+    except AcmeError:
+        raise
+    except messages.Error as exc:
+        retry = _retry_after(net.last_response)
+        raise AcmeError(f"{what}: {exc.typ}: {exc.detail or exc.description or ''}".rstrip(": "),
+                        error_type=str(exc.typ or ""), retry_after=retry) from exc
+    except errors.ConflictError as exc:
+        response = net.last_response
+        if response is None or response.status_code != 409:
+            raise  # new_account's "key already registered" (a 200 with Location): _register wants it
+        # the library raises on any 409 before reading its problem document (RFC 9773 answers a refused
+        # ``replaces`` with 409 alreadyReplaced): keep the CA's type and detail
+        try:
+            problem = messages.Error.from_json(response.json())
+        except (ValueError, jose.DeserializationError):
+            problem = messages.Error(typ="urn:ietf:params:acme:error:conflict", detail=response.text[:300])
+        raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
+                        error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
+    except (errors.Error, ValueError, jose.DeserializationError) as exc:
+        raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type=LocalError.CLIENT) from exc
 
 
 class AcmeClient:
-    """One account at one directory. Not thread-safe (nonce pool): use one per order/thread."""
+    """One account at one directory. Not thread-safe (nonce pool): use one per order/thread.
 
-    def __init__(self, account: AcmeAccount, timeout: int = 30) -> None:
+    Made by ``AcmeClient.connect(account)``, which fetches the directory; the constructor itself only holds
+    what it is given (no network, no database)."""
+
+    def __init__(self, account: AcmeAccount, key: jose.JWK, net: _Network, directory: messages.Directory) -> None:
         self.account = account
-        if not account.key_pem:
-            raise AcmeError(f"ACME account {account.name} has no key", error_type="local:account-key",
-                            permanent=True)
-        self.key, alg = _jwk_and_alg(account.key_pem)
-        self.net = _Network(self.key, alg=alg, verify_ssl=trust_for(account),  # type: ignore[arg-type]
-                            user_agent=USER_AGENT, timeout=timeout)
-        self.directory = self._call(ClientV2.get_directory, account.directory_url, self.net,
-                                    what="fetch the directory")
-        self.client = ClientV2(self.directory, self.net)
-        if account.pk and account.ari_offered is not self.has_ari:
-            # remembered so the ARI refresh job selects only accounts whose CA offers renewalInfo
-            account.ari_offered = self.has_ari
-            AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=self.has_ari)
+        self.key = key
+        self.net = net
+        self.directory = directory
+        self.client = ClientV2(directory, net)
         if account.account_url:
             self.net.account = messages.RegistrationResource(body=messages.Registration(),
                                                              uri=account.account_url)
 
+    @classmethod
+    def connect(cls, account: AcmeAccount, timeout: int = 30) -> AcmeClient:
+        """Fetch the account's directory and return a client for it. Remembers on the account whether the
+        directory offers renewalInfo, so the ARI refresh job selects only accounts whose CA offers it."""
+        if not account.key_pem:
+            raise AcmeError(f"ACME account {account.name} has no key", error_type=LocalError.ACCOUNT_KEY,
+                            permanent=True)
+        key, alg = _jwk_and_alg(account.key_pem)
+        net = _Network(key, alg=alg, verify_ssl=trust_for(account),  # type: ignore[arg-type]
+                       user_agent=USER_AGENT, timeout=timeout)
+        directory = _call(net, ClientV2.get_directory, account.directory_url, net, what="fetch the directory")
+        client = cls(account, key, net, directory)
+        if account.pk and account.ari_offered is not client.has_ari:
+            account.ari_offered = client.has_ari
+            AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=client.has_ari)
+        return client
+
     # ---- plumbing -------------------------------------------------------------------------------------
     def _call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
-        """Run one library call, turning every failure into a specific ``AcmeError``."""
-        try:
-            return fn(*args, **kwargs)
-        except AcmeError:
-            raise
-        except messages.Error as exc:
-            retry = _retry_after(self.net.last_response)
-            raise AcmeError(f"{what}: {exc.typ}: {exc.detail or exc.description or ''}".rstrip(": "),
-                            error_type=str(exc.typ or ""), retry_after=retry) from exc
-        except errors.ConflictError as exc:
-            response = self.net.last_response
-            if response is None or response.status_code != 409:
-                raise  # new_account's "key already registered" (a 200 with Location): _register wants it
-            # the library raises on any 409 before reading its problem document (RFC 9773 answers a refused
-            # ``replaces`` with 409 alreadyReplaced): keep the CA's type and detail
-            try:
-                problem = messages.Error.from_json(response.json())
-            except (ValueError, jose.DeserializationError):
-                problem = messages.Error(typ="urn:ietf:params:acme:error:conflict", detail=response.text[:300])
-            raise AcmeError(f"{what}: {problem.typ}: {problem.detail or problem.description or ''}".rstrip(": "),
-                            error_type=str(problem.typ or ""), retry_after=_retry_after(response)) from exc
-        except (errors.Error, ValueError, jose.DeserializationError) as exc:
-            raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type="client") from exc
+        return _call(self.net, fn, *args, what=what, **kwargs)
 
     def _post_as_get(self, url: str, what: str) -> requests.Response:
         return self._call(self.client._post_as_get, url, what=what)
@@ -228,13 +272,13 @@ class AcmeClient:
             fields["email"] = email
         if account.eab_kid:
             if not account.eab_hmac_key:
-                raise AcmeError("EAB key id set without an EAB HMAC key", error_type="local:eab", permanent=True)
+                raise AcmeError("EAB key id set without an EAB HMAC key", error_type=LocalError.EAB, permanent=True)
             fields["external_account_binding"] = messages.ExternalAccountBinding.from_data(
                 account_public_key=self.key.public_key(), kid=account.eab_kid,
                 hmac_key=account.eab_hmac_key, directory=self.directory)
         elif self.client.external_account_required():
             raise AcmeError("this CA requires External Account Binding: set the account's EAB key id and HMAC key",
-                            error_type="local:eab", permanent=True)
+                            error_type=LocalError.EAB, permanent=True)
         registration = messages.NewRegistration.from_data(**fields)
         try:
             regr = self._call(self.client.new_account, registration, what="register the account")
@@ -247,7 +291,7 @@ class AcmeClient:
         """Create an order. A ``replaces`` refused by the CA raises ``ReplacesRejected``."""
         if profile and self.profiles and profile not in self.profiles:  # checked before anything reaches the CA
             raise AcmeError(f"profile {profile!r} is not offered by {self.account.directory_url} "
-                            f"(offered: {', '.join(sorted(self.profiles))})", error_type="local:profile",
+                            f"(offered: {', '.join(sorted(self.profiles))})", error_type=LocalError.PROFILE,
                             permanent=True)
         self.ensure_registered()
         body = NewOrderWithExtras(
@@ -277,14 +321,13 @@ class AcmeClient:
         expires = order.expires
         if expires is not None and expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
-        state = OrderState(
+        return OrderState(
             url=url, status=str(order.status.name if order.status else ""),
             authorizations=list(order.authorizations or []), finalize_url=order.finalize or "",
             certificate_url=order.certificate, error=str(err.detail or err.description or err.typ) if err else "",
             error_type=str(err.typ or "") if err else "", expires=expires,
+            retry_hint=_retry_after(response) if response is not None else None,
         )
-        state.retry_hint = _retry_after(response) if response is not None else None  # type: ignore[attr-defined]
-        return state
 
     def pending_challenges(self, order: OrderState, challenge_type: str) -> list[Challenge]:
         """The challenges of ``challenge_type`` still to answer (valid authorizations are skipped)."""
@@ -302,7 +345,7 @@ class AcmeClient:
             if chosen is None:
                 offered = ", ".join(sorted(c.chall.typ for c in authz.challenges))
                 raise AcmeError(f"{domain}: the CA offers no {challenge_type} challenge (offered: {offered})",
-                                error_type="local:challenge-type", permanent=True)
+                                error_type=LocalError.CHALLENGE_TYPE, permanent=True)
             key_authorization = chosen.chall.key_authorization(self.key)
             txt, record = "", ""
             if isinstance(chosen.chall, challenges.DNS01):
@@ -326,11 +369,10 @@ class AcmeClient:
             if state.status in want or state.status == "invalid":
                 return state
             if time.monotonic() >= deadline:
-                raise AcmeError(f"order stuck in {state.status!r} past its deadline", error_type="local:timeout")
-            hint = getattr(state, "retry_hint", None)
+                raise AcmeError(f"order stuck in {state.status!r} past its deadline", error_type=LocalError.TIMEOUT)
             wait = delay
-            if hint is not None:
-                wait = max(delay, min(5.0, (hint - dt.datetime.now(dt.UTC)).total_seconds()))
+            if state.retry_hint is not None:
+                wait = max(delay, min(5.0, (state.retry_hint - dt.datetime.now(dt.UTC)).total_seconds()))
             time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
             delay = min(delay * 1.6, 1.0)
 
@@ -363,7 +405,7 @@ class AcmeClient:
         try:
             info = messages.RenewalInfo.from_json(response.json())
         except (ValueError, jose.DeserializationError) as exc:
-            raise AcmeError(f"fetch renewal information: bad answer: {exc}", error_type="client") from exc
+            raise AcmeError(f"fetch renewal information: bad answer: {exc}", error_type=LocalError.CLIENT) from exc
         start, end = info.suggested_window.start, info.suggested_window.end
         window = (start if start.tzinfo else start.replace(tzinfo=dt.UTC),
                   end if end.tzinfo else end.replace(tzinfo=dt.UTC))

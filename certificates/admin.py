@@ -20,8 +20,9 @@ from certificates.models import (
     CertificateVersion,
     DnsUpdateServer,
 )
-from certificates.services import seams
+from certificates.services import catalog
 from certificates.services.renewal import clear_backoff
+from certificates.services.revocation import request_revocation
 from certificates.services.versions import RollbackError, rollback
 from worker_project.admin_base import ReadOnlyAdmin, ReadOnlyInline
 
@@ -42,6 +43,16 @@ class AcmeAccountAdmin(admin.ModelAdmin):
     def registered(self, obj: AcmeAccount) -> bool:
         return bool(obj.account_url)
 
+    def save_model(self, request: HttpRequest, obj: AcmeAccount, form: Any, change: bool) -> None:
+        catalog.save_acme_account(obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: AcmeAccount) -> None:
+        catalog.delete_acme_account(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AcmeAccount]) -> None:
+        for account in queryset:
+            catalog.delete_acme_account(account, actor=request.user)
+
 
 @admin.register(DnsUpdateServer)
 class DnsUpdateServerAdmin(admin.ModelAdmin):
@@ -51,6 +62,16 @@ class DnsUpdateServerAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "new_tsig_secret",
                 "propagation_timeout_seconds"]
+
+    def save_model(self, request: HttpRequest, obj: DnsUpdateServer, form: Any, change: bool) -> None:
+        catalog.save_dns_server(obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: DnsUpdateServer) -> None:
+        catalog.delete_dns_server(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[DnsUpdateServer]) -> None:
+        for server in queryset:
+            catalog.delete_dns_server(server, actor=request.user)
 
 
 # ---- certificates -------------------------------------------------------------------------------------------
@@ -115,10 +136,19 @@ class CertificateAdmin(admin.ModelAdmin):
         return (obj.last_error[:120] + "…") if len(obj.last_error) > 120 else obj.last_error
 
     def save_model(self, request: HttpRequest, obj: Certificate, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        seams.record("certificate.changed" if change else "certificate.created", obj, actor=request.user,
-                     summary=f"{obj.name}: {', '.join(obj.domains)}",
-                     after={"domains": obj.domains, "challenge_type": obj.challenge_type, "key_type": obj.key_type})
+        catalog.save_certificate(obj, actor=request.user)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        before = catalog.issuer_names(form.instance)
+        super().save_related(request, form, formsets, change)  # the issuer inline
+        catalog.issuers_changed(form.instance, before, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: Certificate) -> None:
+        catalog.delete_certificate(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
+        for cert in queryset:
+            catalog.delete_certificate(cert, actor=request.user)
 
     @admin.action(description="Renew now (skip the backoff)")
     def renew_now(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
@@ -140,8 +170,7 @@ class CertificateAdmin(admin.ModelAdmin):
             if version is None or version.account_id is None or version.revoked_at is not None:
                 self.message_user(request, f"{cert.name}: nothing revocable is current", messages.WARNING)
                 continue
-            seams.record("certificate.revoke.requested", cert, actor=request.user,
-                         summary=f"{cert.name}: revoke {version.serial_hex}", after={"version_id": version.pk})
+            request_revocation(version, actor=request.user)
             username = getattr(request.user, "username", "admin")
             transaction.on_commit(lambda pk=version.pk, u=username: revoke_version.delay(pk, "unspecified", u))
             sent += 1

@@ -9,7 +9,8 @@ File format (JSON envelope, the payload gzip-compressed then sealed with AES-256
 
 The key is scrypt(passphrase, salt); everything but the ciphertext is authenticated as associated data, so a
 wrong passphrase or any edit fails before a row is touched. Restore runs in one transaction: rows already present
-(by name; versions by certificate + fingerprint) are left as they are, missing ones are created.
+(by name; versions by certificate + fingerprint) are left as they are, missing ones are created, and a restored
+certificate's current version is made current through ``versions.make_current`` (renewal policy, audit, push).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import record_event
 from certificates import x509
 from certificates.models import (
     AcmeAccount,
@@ -39,6 +39,7 @@ from certificates.models import (
     CertificateVersion,
     DnsUpdateServer,
 )
+from certificates.services import seams, versions
 
 FORMAT = "gateway-worker-certificates-backup"
 FORMAT_VERSION = 1
@@ -47,7 +48,8 @@ MIN_PASSPHRASE_LENGTH = 12
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
 ACCOUNT_FIELDS = ("name", "directory_url", "contact_email", "key_pem", "account_url", "eab_kid", "eab_hmac_key",
-                  "tls_ca_bundle", "profile", "terms_agreed")
+                  "tls_ca_bundle", "trust_roots_pem", "profile", "terms_agreed")
+ACCOUNT_FIELDS_ADDED = {"trust_roots_pem": ""}  # absent from older backups: restored as this
 DNS_FIELDS = ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "tsig_secret",
               "propagation_timeout_seconds")
 CERT_FIELDS = ("name", "common_name", "domains", "key_type", "challenge_type", "profile", "auto_renew", "state")
@@ -190,7 +192,7 @@ def export_backup(output: Path, passphrase: str, *, actor: str = "manage.py expo
     counts = {"accounts": len(payload["accounts"]), "dns_servers": len(payload["dns_servers"]),
               "certificates": len(payload["certificates"]),
               "versions": sum(len(c["versions"]) for c in payload["certificates"])}
-    record_event(actor, "certificates.exported", after={"file": output.name, **counts},
+    seams.record("certificates.exported", actor=actor, after={"file": output.name, **counts},
                  summary=f"encrypted certificate backup written to {output.name}")
     return counts
 
@@ -221,14 +223,13 @@ def _restore_version(cert: Certificate, item: dict[str, Any], accounts: dict[str
     return True
 
 
-def _restore_certificate(item: dict[str, Any], accounts: dict[str, AcmeAccount], result: RestoreResult) -> None:
-    from gateways.models import GatewayGroup
-
+def _restore_certificate(item: dict[str, Any], accounts: dict[str, AcmeAccount], result: RestoreResult,
+                         actor: str) -> None:
     cert = Certificate.objects.filter(name=item["name"]).first()
     if cert is None:
         group = None
         if item.get("gateway_group"):
-            group = GatewayGroup.objects.filter(name=item["gateway_group"]).first()
+            group = seams.gateway_group(item["gateway_group"])
             if group is None:
                 result.warnings.append(f"{item['name']}: gateway group {item['gateway_group']} missing; "
                                        "restored for every group")
@@ -247,9 +248,9 @@ def _restore_certificate(item: dict[str, Any], accounts: dict[str, AcmeAccount],
         key = "created" if _restore_version(cert, version, accounts) else "existing"
         getattr(result, key)["versions"] += 1
     if cert.current_version_id is None and item["current_version"]:
-        cert.current_version = cert.versions.get(fingerprint_sha256=item["current_version"])
-        cert.not_after = cert.current_version.not_after
-        cert.save(update_fields=["current_version", "not_after", "updated_at"])
+        # served again the way every version is: renewal policy, audit, push to the certificate's group
+        versions.make_current(cert, cert.versions.get(fingerprint_sha256=item["current_version"]), actor=actor,
+                              action="certificate.version.restored")
 
 
 def restore_payload(payload: dict[str, Any], *, actor: str = "manage.py restore_certificates") -> RestoreResult:
@@ -259,8 +260,9 @@ def restore_payload(payload: dict[str, Any], *, actor: str = "manage.py restore_
         with transaction.atomic():
             accounts: dict[str, AcmeAccount] = {}
             for item in payload["accounts"]:
+                values = {**ACCOUNT_FIELDS_ADDED, **item}
                 account, created = AcmeAccount.objects.get_or_create(
-                    name=item["name"], defaults={f: item[f] for f in ACCOUNT_FIELDS if f != "name"})
+                    name=item["name"], defaults={f: values[f] for f in ACCOUNT_FIELDS if f != "name"})
                 accounts[account.name] = account
                 result.created["accounts"] += created
                 result.existing["accounts"] += not created
@@ -270,9 +272,9 @@ def restore_payload(payload: dict[str, Any], *, actor: str = "manage.py restore_
                 result.created["dns_servers"] += created
                 result.existing["dns_servers"] += not created
             for item in payload["certificates"]:
-                _restore_certificate(item, accounts, result)
-            record_event(actor, "certificates.restored", after={"created": result.created,
-                                                                 "existing": result.existing},
+                _restore_certificate(item, accounts, result, actor)
+            seams.record("certificates.restored", actor=actor,
+                         after={"created": result.created, "existing": result.existing},
                          summary=f"restored certificate backup: created {result.created}")
     except (KeyError, TypeError, ValueError) as exc:
         raise BackupError(f"the backup's content is inconsistent ({type(exc).__name__}: {exc}); nothing restored") \

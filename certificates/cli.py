@@ -1,4 +1,4 @@
-"""Shared by the certificate management commands: run a form, turn its errors into one clear CommandError."""
+"""Shared by the certificate management commands: check a form, turn its errors into one clear CommandError."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from django import forms
 from django.core.management.base import CommandError
 
 
-def save_form(form: forms.ModelForm, what: str) -> Any:
+def checked_instance(form: forms.ModelForm, what: str) -> Any:
+    """The form's unsaved instance (a catalog service saves and audits it), or one clear CommandError."""
     if not form.is_valid():
         problems = "; ".join(
             f"{field}: {' '.join(str(e) for e in errors)}" if field != "__all__" else " ".join(str(e) for e in errors)
             for field, errors in form.errors.items())
         raise CommandError(f"{what} not saved: {problems}")
-    return form.save()
+    return form.save(commit=False)
 
 
 def read_file(path: str | None, what: str) -> str:

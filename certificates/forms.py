@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from certificates.acme_client import AcmeError, generate_account_key
+from certificates.acme_client import AcmeError, LocalError, generate_account_key
 from certificates.models import AcmeAccount, Certificate, DnsUpdateServer
 from certificates.services.issuance import check_domains
 from certificates.x509 import CertificateError, load_certificates
@@ -99,7 +99,7 @@ class DnsUpdateServerForm(forms.ModelForm):
 
 
 # which form field a request problem (certificates.services.issuance.check_domains) belongs to
-_FIELD_OF_PROBLEM = {"local:wildcard-http01": "challenge_type", "local:dns-config": "dns_server"}
+_FIELD_OF_PROBLEM = {LocalError.WILDCARD_HTTP01: "challenge_type", LocalError.DNS_CONFIG: "dns_server"}
 
 
 class CertificateForm(forms.ModelForm):

@@ -6,23 +6,15 @@ name and skipped, the others go in, nothing is half-written. Re-importing finds 
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import transaction
-from django.utils import timezone
 
-from audit.services import record_event
 from certificates import x509
-from certificates.models import (
-    Certificate,
-    CertificateState,
-    CertificateVersion,
-    ChallengeType,
-    VersionSource,
-)
+from certificates.models import Certificate, CertificateVersion, ChallengeType, VersionSource
+from certificates.services import seams, versions
 
 LEAF_SUFFIXES = (".crt", ".cert", ".pem")
 MAX_FILE_BYTES = 1 << 20
@@ -94,10 +86,10 @@ def _ordered_domains(domain: str, info: x509.CertificateInfo) -> list[str]:
     return [first, *[n for n in names if n != first]]
 
 
-def import_file_set(leaf_path: Path, *, actor: str = IMPORT_ACTOR, now: dt.datetime | None = None) -> tuple[
-        Certificate, bool]:
-    """Import one ``<domain>.crt`` with its key (and chain); returns ``(certificate, created_version)``."""
-    now = now or timezone.now()
+def import_file_set(leaf_path: Path, *, actor: str = IMPORT_ACTOR) -> tuple[Certificate, bool]:
+    """Import one ``<domain>.crt`` with its key (and chain); returns ``(certificate, created_version)``. A version
+    that expires later than the one served becomes current through ``versions.make_current`` (renewal policy,
+    audit, push), like any other."""
     domain, leaf_pem, chain_pem, key_pem = _load_file_set(leaf_path)
     info = x509.certificate_info(leaf_pem)
     try:
@@ -122,49 +114,29 @@ def import_file_set(leaf_path: Path, *, actor: str = IMPORT_ACTOR, now: dt.datet
                 challenge_type=ChallengeType.DNS_01 if any(d.startswith("*.") for d in domains)
                 else ChallengeType.HTTP_01,
             )
-        version = CertificateVersion.objects.create(
-            certificate=cert, source=VersionSource.IMPORTED, serial_hex=info.serial_hex,
-            fingerprint_sha256=info.fingerprint_sha256, subject=info.subject[:500], issuer_dn=info.issuer_dn[:500],
-            domains=info.domains, not_before=info.not_before, not_after=info.not_after, cert_pem=leaf_pem,
-            chain_pem=chain_pem, key_pem=key_pem, key_type=x509.key_type_of(key_pem), ari_cert_id=_ari(leaf_pem),
-        )
-        current = cert.current_version
-        if current is None or info.not_after > current.not_after:
-            cert.current_version = version
-            cert.not_after = info.not_after
-            if info.not_after <= now:
-                cert.state = CertificateState.EXPIRED
-            elif info.is_temporary:
-                cert.state = CertificateState.TEMPORARY
-            else:
-                cert.state = CertificateState.VALID
-            # a temporary certificate needs a real one as soon as possible
-            cert.renew_after = now if info.is_temporary else x509.renewal_due_at(info.not_before, info.not_after)
-            cert.save(update_fields=["current_version", "not_after", "state", "renew_after", "updated_at"])
-        record_event(
-            actor, "certificate.imported", obj=cert,
+        source = VersionSource.TEMPORARY if info.is_temporary else VersionSource.IMPORTED
+        version, _ = versions.store_version(cert, source=source, leaf_pem=leaf_pem, chain_pem=chain_pem,
+                                            key_pem=key_pem, info=info)
+        seams.record(
+            "certificate.imported", cert, actor=actor,
             after={"serial": info.serial_hex, "fingerprint_sha256": info.fingerprint_sha256,
                    "domains": info.domains, "not_after": info.not_after.isoformat(), "file": leaf_path.name},
             summary=f"imported {leaf_path.name} (serial {info.serial_hex}) as {cert.name}",
         )
+        current = cert.current_version
+        if current is None or info.not_after > current.not_after:
+            versions.make_current(cert, version, actor=actor)
     return cert, True
 
 
-def _ari(leaf_pem: str) -> str:
-    try:
-        return x509.ari_cert_id(leaf_pem)
-    except x509.CertificateError:  # self-signed without AKI: no ARI id
-        return ""
-
-
-def import_directory(directory: Path, *, actor: str = IMPORT_ACTOR, now: dt.datetime | None = None) -> ImportResult:
+def import_directory(directory: Path, *, actor: str = IMPORT_ACTOR) -> ImportResult:
     """Import every leaf file in ``directory`` (not recursive); a bad file set is reported and skipped."""
     if not directory.is_dir():
         raise ImportFileError(f"{directory} is not a directory")
     result = ImportResult()
     for leaf in leaf_files(directory):
         try:
-            cert, created = import_file_set(leaf, actor=actor, now=now)
+            cert, created = import_file_set(leaf, actor=actor)
         except ImportFileError as exc:
             result.errors.append((leaf.name, str(exc)))
             continue

@@ -226,6 +226,10 @@ class AcmeOrder(models.Model):
     key_pem = EncryptedTextField(null=True, blank=True, help_text="the new key, kept so a resumed order reuses it")
     csr_pem = models.TextField(blank=True)
     replaces = models.CharField(max_length=300, blank=True, help_text="ARI id of the certificate replaced")
+    dns_records = models.JSONField(
+        default=list, blank=True,
+        help_text="DNS-01 TXT records added for this order, [name, value] pairs, removed when the attempt ends "
+                  "(stored before they are added, so an attempt after a crash removes them too)")
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=200, blank=True, help_text="ACME problem type, if the CA sent one")
     retry_after = models.DateTimeField(null=True, blank=True)

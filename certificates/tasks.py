@@ -11,11 +11,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from certificates.services import ari, renewal, scan, versions
+from certificates.services.renewal import RenewalOutcome
 
 logger = logging.getLogger(__name__)
-
-QUEUE = "certificates"  # routed by settings.CELERY_TASK_ROUTES ("certificates.*")
-
 
 # A database or Redis hiccup (a restart, too many connections) is retried with backoff: the renewal is
 # idempotent and resumes its stored order. ACME and validation errors are handled inside the service.
@@ -27,7 +25,7 @@ TRANSIENT = (OperationalError, InterfaceError, redis.ConnectionError, redis.Time
              time_limit=900, soft_time_limit=840)
 def renew_certificate(self: Any, certificate_id: int, force: bool = False) -> dict[str, Any]:
     result = renewal.renew_certificate(certificate_id, force=force, task_id=self.request.id or "")
-    if result.outcome == "locked" and force:
+    if result.outcome == RenewalOutcome.LOCKED and force:
         # an admin's "renew now" while another worker holds the lock: try again once that one is done
         raise self.retry(countdown=settings.CERT_RENEW_LOCK_SECONDS / 2)
     return {"outcome": result.outcome, "version_id": result.version_id, "error": result.error[:500]}

@@ -1,4 +1,4 @@
-"""Notification channels, alert routing and dedupe, threat feeds."""
+"""Notification channels and notifications (written by integrations.services.notify), threat feeds."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ class NotificationStatus(models.TextChoices):
 
 
 class Notification(models.Model):
-    """One alert to one channel. ``dedupe_key`` + the channel make a repeat within the window a no-op."""
+    """One alert to one channel, written only by ``integrations.services.notify``, which writes no second row
+    for a channel and ``dedupe_key`` it already has."""
 
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
     event_kind = models.CharField(max_length=64, help_text="e.g. certificate.failover, certificate.recovered")

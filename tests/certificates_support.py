@@ -39,6 +39,15 @@ def pushes(resource_type: str = "certificates") -> int:
     return ResourceVersion.objects.filter(resource_type=resource_type).count()
 
 
+def served_serials(group_name: str = "default") -> dict[str, str]:
+    """Certificate name -> serial in the newest ``certificates`` desired state published for the group."""
+    from gateways.models import ResourceVersion
+
+    latest = (ResourceVersion.objects.filter(resource_type="certificates", group__name=group_name)
+              .order_by("-id").first())
+    return {} if latest is None else {c["name"]: c["serial"] for c in latest.summary.get("certificates", [])}
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{next(_seq)}-{dt.datetime.now().strftime('%H%M%S%f')}"
 
@@ -56,6 +65,22 @@ def make_certificate(domains: list[str], *accounts: AcmeAccount, **fields) -> Ce
     for priority, account in enumerate(accounts):
         CertificateIssuer.objects.create(certificate=cert, account=account, priority=priority)
     return cert
+
+
+def assert_resumed_at_the_ca(order_id: int, ca_order_url: str, version: CertificateVersion) -> None:
+    """The stored order kept the CA order it had before the crash, and the version is that order's certificate
+    (not one from a second order placed at the CA, which a row count cannot tell apart)."""
+    from certificates.acme_client import AcmeClient
+    from certificates.models import AcmeOrder
+
+    order = AcmeOrder.objects.select_related("account").get(pk=order_id)
+    assert order.order_url == ca_order_url, "the order was placed at the CA again"
+    assert order.account is not None
+    client = AcmeClient.connect(order.account)
+    at_ca = client.get_order(ca_order_url)
+    assert at_ca.status == "valid" and at_ca.certificate_url, at_ca
+    leaf, _ = x509.split_fullchain(client.download(at_ca.certificate_url))
+    assert x509.certificate_info(leaf).serial_hex == version.serial_hex, "served a certificate from another order"
 
 
 def install_expiring_version(cert: Certificate, days_left: float) -> CertificateVersion:

@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from certificates.models import AcmeAccount
-from gateways.testing import self_signed_pem
+from tests.push_support import self_signed_pem
 
 pytestmark = pytest.mark.django_db
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from certificates import dns01, x509
+from certificates.acme_client import LocalError
 from certificates.models import AcmeOrder, DnsUpdateServer, OrderStatus
 from certificates.services.renewal import renew_certificate
 from tests.certificates_support import make_account, make_certificate, unique
@@ -38,4 +39,4 @@ def test_a_wrong_tsig_secret_is_a_clear_dns_error(pebble, bind_server) -> None: 
     assert renew_certificate(cert.pk).outcome == "failed"
     order = AcmeOrder.objects.get(certificate=cert)
     assert order.status == OrderStatus.FAILED and order.error.startswith("DNS-01:"), order.error
-    assert order.error_type == "local:dns"
+    assert order.error_type == LocalError.DNS

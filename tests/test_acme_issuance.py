@@ -21,7 +21,13 @@ from certificates.models import (
 from certificates.services import issuance
 from certificates.services.renewal import renew_certificate
 from certificates.services.revocation import revoke_version
-from tests.certificates_support import challenge_files, make_account, make_certificate, unique
+from tests.certificates_support import (
+    assert_resumed_at_the_ca,
+    challenge_files,
+    make_account,
+    make_certificate,
+    unique,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -80,7 +86,7 @@ def test_resumes_a_stored_order_after_a_crash_without_a_second_version(pebble, b
     cert = make_certificate([f"{unique('resume')}.{bind_server.zone}"], make_account(pebble))
     account = cert.issuers.get()
     order = issuance.create_order(cert, account, cert.domains)
-    client = AcmeClient(account)
+    client = AcmeClient.connect(account)
     state = client.new_order(order.domains)
     AcmeOrder.objects.filter(pk=order.pk).update(order_url=state.url, status=OrderStatus.AUTHORIZING)
     order.refresh_from_db()
@@ -96,6 +102,7 @@ def test_resumes_a_stored_order_after_a_crash_without_a_second_version(pebble, b
     assert AcmeOrder.objects.filter(certificate=cert).count() == 1, "no second order"
     version = CertificateVersion.objects.get(certificate=cert)
     assert version.order_id == order.pk and version.key_pem == order.key_pem
+    assert_resumed_at_the_ca(order.pk, state.url, version)
     # downloading the same order again finds the same version (the fingerprint backstop)
     assert renew_certificate(cert.pk, force=True).outcome == "issued"
     assert CertificateVersion.objects.filter(certificate=cert).count() == 2  # the forced one is a new order
@@ -130,7 +137,7 @@ def test_external_account_binding(pebble_eab, bind_server, nginx_factory, monkey
     ngx = nginx_factory(http_port=pebble_eab.http_port)
     without = make_account(pebble_eab)
     with pytest.raises(AcmeError, match="External Account Binding"):
-        AcmeClient(without).ensure_registered()
+        AcmeClient.connect(without).ensure_registered()
     account = make_account(pebble_eab, eab_kid=kid, eab_hmac_key=hmac_key)
     cert = make_certificate([f"{unique('eab')}.{bind_server.zone}"], account)
     with challenge_files(ngx.challenge_dir, monkeypatch):
@@ -148,4 +155,4 @@ def test_revoke_a_version(pebble, bind_server, http01) -> None:  # type: ignore[
     assert cert.current_version.revoked_at is not None
     assert cert.current_version.revocation_reason == "superseded"
     with pytest.raises(AcmeError, match="alreadyRevoked|already revoked"):  # the CA really recorded it
-        AcmeClient(cert.current_version.account).revoke(cert.current_version.cert_pem, 4)
+        AcmeClient.connect(cert.current_version.account).revoke(cert.current_version.cert_pem, 4)

@@ -15,7 +15,7 @@ import yaml
 from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.services import register_resource
-from gateways.testing import DEFAULT_STATE, Pki, ServerThread, agent_settings, wait_until
+from tests.push_support import DEFAULT_STATE, Pki, ServerThread, agent_settings, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

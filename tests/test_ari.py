@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from certificates import x509
+from certificates.acme_client import LocalError
 from certificates.models import AcmeOrder, CertificateIssuer, CertificateVersion, DnsUpdateServer, OrderStatus
 from certificates.services.renewal import renew_certificate
 from tests.certificates_support import make_account, make_certificate, unique
@@ -144,7 +145,7 @@ def test_a_profile_the_ca_does_not_offer_is_a_clear_error(ari_pebble: AriProxy, 
     assert result.outcome == "failed"
     order = AcmeOrder.objects.get(certificate=cert)
     assert order.status == OrderStatus.FAILED and not order.order_url
-    assert order.error_type == "local:profile"
+    assert order.error_type == LocalError.PROFILE
     assert "profile 'tlsserver' is not offered" in order.error and "classic, shortlived" in order.error
     assert ari_pebble.orders_for(cert.domains) == [], "nothing was sent to newOrder"
     assert not CertificateIssuer.objects.get(certificate=cert).account.account_url, "nor to newAccount"

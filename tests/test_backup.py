@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509 as cx509
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from certificates import x509
+from certificates.backup import BackupError, build_payload, restore_payload
 from certificates.models import (
     AcmeAccount,
     Certificate,
@@ -26,6 +28,9 @@ from certificates.models import (
     DnsUpdateServer,
     VersionSource,
 )
+from certificates.services import policy
+from gateways.models import GatewayGroup
+from tests.certificates_support import pushes, served_serials
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -113,7 +118,7 @@ def test_import_adopts_good_files_and_reports_bad_ones(gateway_dir: Path, capsys
     assert x509.key_matches_certificate(version.key_pem, version.cert_pem)
     assert version.chain_pem and version.ari_cert_id
     assert www.not_after == version.not_after
-    assert www.renew_after == x509.renewal_due_at(version.not_before, version.not_after)
+    assert www.renew_after == policy.renew_after_for(version.not_before, version.not_after)
 
     wild = Certificate.objects.get(name="wildcard-example-com")
     assert wild.domains[0] == "*.example.com" and wild.key_type == "rsa2048" and wild.challenge_type == "dns-01"
@@ -136,17 +141,27 @@ def test_import_missing_directory() -> None:
 
 
 def _populate(gateway_dir: Path) -> None:
+    """Every field away from its default, so a restore that drops one shows in the snapshot."""
     for name in ("api", "broken", "nokey", "other"):
         for suffix in (".crt", ".key"):
             (gateway_dir / f"{name}.example.com{suffix}").unlink(missing_ok=True)
     call_command("import_certificates", str(gateway_dir))
     account = AcmeAccount.objects.create(name="pebble", directory_url="https://127.0.0.1:14000/dir",
-                                         key_pem=x509.generate_private_key("ec256"), eab_kid="kid-1",
-                                         eab_hmac_key="c2VjcmV0", terms_agreed=True)
-    DnsUpdateServer.objects.create(name="bind", server="127.0.0.1", port=5353, zone="example.com",
-                                   tsig_key_name="k", tsig_secret="c2VjcmV0c2VjcmV0")
+                                         contact_email="ops@example.test", key_pem=x509.generate_private_key("ec256"),
+                                         account_url="https://127.0.0.1:14000/my-account/1", eab_kid="kid-1",
+                                         eab_hmac_key="c2VjcmV0", tls_ca_bundle="/etc/pebble.pem",
+                                         trust_roots_pem=TinyCA().pem, profile="shortlived", terms_agreed=True)
+    AcmeAccount.objects.create(name="backup-ca", directory_url="https://127.0.0.2/dir",
+                               key_pem=x509.generate_private_key("ec256"))
+    bind = DnsUpdateServer.objects.create(name="bind", server="127.0.0.1", port=5353, zone="example.com",
+                                          tsig_key_name="k", tsig_algorithm="hmac-sha512",
+                                          tsig_secret="c2VjcmV0c2VjcmV0", propagation_timeout_seconds=33)
+    edge = GatewayGroup.objects.create(name="edge")
     www = Certificate.objects.get(name="www-example-com")
+    Certificate.objects.filter(pk=www.pk).update(gateway_group=edge, profile="tlsserver", key_type="ec384")
+    Certificate.objects.filter(name="wildcard-example-com").update(dns_server=bind, auto_renew=False)
     CertificateIssuer.objects.create(certificate=www, account=account, priority=0)
+    CertificateIssuer.objects.create(certificate=www, account=AcmeAccount.objects.get(name="backup-ca"), priority=3)
     # a temporary version too, which must stay temporary after a restore
     cert_pem, key_pem = x509.make_temporary_certificate(www.domains, "ec256", 7)
     info = x509.certificate_info(cert_pem)
@@ -154,22 +169,41 @@ def _populate(gateway_dir: Path) -> None:
         certificate=www, source=VersionSource.TEMPORARY, serial_hex=info.serial_hex,
         fingerprint_sha256=info.fingerprint_sha256, subject=info.subject, issuer_dn=info.issuer_dn,
         domains=info.domains, not_before=info.not_before, not_after=info.not_after, cert_pem=cert_pem,
-        key_pem=key_pem, key_type="ec256", account=account, retired_at=timezone.now())
+        key_pem=key_pem, key_type="ec256", account=account, retired_at=timezone.now(), revoked_at=timezone.now(),
+        revocation_reason="superseded")
+
+
+# Not in a backup, by design: database ids and row timestamps, and what is learned again (ari_offered: from the
+# directory on the next order). Everything else must come back exactly.
+NOT_RESTORED = {"id", "updated_at", "ari_offered", "certificate.created_at", "acmeaccount.created_at"}
+
+
+def _natural(obj: object) -> object:
+    if isinstance(obj, CertificateVersion):
+        return obj.fingerprint_sha256
+    return getattr(obj, "name", None) or getattr(obj, "order_url", None) or repr(obj)
+
+
+def _row(obj: Any) -> dict[str, object]:
+    model = obj._meta.model_name
+    out: dict[str, object] = {}
+    for f in obj._meta.concrete_fields:
+        if f.name in NOT_RESTORED or f"{model}.{f.name}" in NOT_RESTORED:
+            continue
+        value = getattr(obj, f.name)
+        out[f.name] = _natural(value) if f.is_relation and value is not None else value
+    return out
 
 
 def _snapshot() -> dict[str, object]:
-    versions = {
-        v.fingerprint_sha256: (v.certificate.name, v.source, v.key_pem, v.cert_pem, v.chain_pem, v.not_after,
-                               v.account.name if v.account else None, v.retired_at is not None, v.ari_cert_id)
-        for v in CertificateVersion.objects.select_related("certificate", "account")
+    """Every column of every backed-up row, keyed by natural keys (foreign keys by name or fingerprint)."""
+    return {
+        "accounts": {a.name: _row(a) for a in AcmeAccount.objects.all()},
+        "dns": {d.name: _row(d) for d in DnsUpdateServer.objects.all()},
+        "certs": {c.name: _row(c) for c in Certificate.objects.all()},
+        "issuers": {(i.certificate.name, i.account.name): _row(i) for i in CertificateIssuer.objects.all()},
+        "versions": {v.fingerprint_sha256: _row(v) for v in CertificateVersion.objects.all()},
     }
-    certs = {c.name: (c.domains, c.key_type, c.state, c.not_after, c.renew_after, c.challenge_type,
-                      c.current_version.fingerprint_sha256 if c.current_version else None,
-                      [i.account.name for i in c.certificateissuer_set.all()])
-             for c in Certificate.objects.all()}
-    accounts = {a.name: (a.key_pem, a.eab_hmac_key, a.eab_kid) for a in AcmeAccount.objects.all()}
-    dns = {d.name: (d.tsig_secret, d.zone, d.port) for d in DnsUpdateServer.objects.all()}
-    return {"versions": versions, "certs": certs, "accounts": accounts, "dns": dns}
 
 
 def _wipe() -> None:
@@ -226,8 +260,8 @@ def test_wrong_passphrase_or_tampering_changes_nothing(gateway_dir: Path, tmp_pa
     passfile.write_text(PASSPHRASE + "\n")
     backup = tmp_path / "b.gwbak"
     call_command("export_certificates", "-o", str(backup), "--passphrase-file", str(passfile))
-    _wipe()
-    events = AuditEvent.objects.count()
+    _forget("old-example-com")  # a restore that got anywhere would bring it back
+    before, events = _snapshot(), AuditEvent.objects.count()
     wrong = tmp_path / "wrong"
     wrong.write_text("not the passphrase at all")
     with pytest.raises(CommandError, match="wrong passphrase"):
@@ -245,8 +279,64 @@ def test_wrong_passphrase_or_tampering_changes_nothing(gateway_dir: Path, tmp_pa
     (tmp_path / "junk").write_text("hello")
     with pytest.raises(CommandError, match="not a gateway-worker certificate backup"):
         call_command("restore_certificates", str(tmp_path / "junk"), "--passphrase-file", str(passfile))
-    assert Certificate.objects.count() == 0 and AcmeAccount.objects.count() == 0
+    assert _snapshot() == before
     assert AuditEvent.objects.count() == events
+
+
+def _forget(name: str) -> None:
+    cert = Certificate.objects.get(name=name)
+    Certificate.objects.filter(pk=cert.pk).update(current_version=None)
+    CertificateVersion.objects.filter(certificate=cert).delete()
+    cert.delete()
+
+
+@pytest.mark.django_db
+def test_an_inconsistent_backup_changes_nothing_on_a_populated_database(
+        gateway_dir: Path, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    GatewayGroup.objects.create(name="default")
+    _populate(gateway_dir)
+    payload = build_payload()
+    _forget("old-example-com")  # restored first (names in order), before the bad version is reached
+    bad = json.loads(json.dumps(payload["certificates"][-1]["versions"][0]))
+    bad["fingerprint_sha256"] = "0" * 64  # does not match its certificate
+    payload["certificates"][-1]["versions"].append(bad)
+    before, events, pushed = _snapshot(), AuditEvent.objects.count(), pushes()
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(BackupError, match="does not match"):
+        restore_payload(payload)
+    assert _snapshot() == before
+    assert AuditEvent.objects.count() == events and pushes() == pushed, "nothing audited or pushed"
+
+
+@pytest.mark.django_db
+def test_import_applies_the_renewal_policy_and_publishes(
+        gateway_dir: Path, settings, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    settings.CERT_RENEW_DAYS_BEFORE = 7
+    GatewayGroup.objects.create(name="default")
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError):
+        call_command("import_certificates", str(gateway_dir))  # the bad files are skipped
+    www = Certificate.objects.get(name="www-example-com")
+    version = www.current_version
+    assert www.renew_after == version.not_after - dt.timedelta(days=7)
+    assert AuditEvent.objects.filter(action="certificate.version.activated", object_id=str(www.pk)).exists()
+    served = served_serials("default")
+    assert served["www-example-com"] == version.serial_hex
+    assert set(served) == {"www-example-com", "wildcard-example-com", "old-example-com"}
+
+
+@pytest.mark.django_db
+def test_restore_serves_through_the_versions_service(
+        gateway_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    _populate(gateway_dir)
+    monkeypatch.setenv("GATEWAY_WORKER_BACKUP_PASSPHRASE", PASSPHRASE)
+    backup = tmp_path / "b.gwbak"
+    call_command("export_certificates", "--output", str(backup))
+    _wipe()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("restore_certificates", str(backup))
+    assert served_serials("edge") == {c.name: c.current_version.serial_hex for c in Certificate.objects.all()}
+    restored = AuditEvent.objects.filter(action="certificate.version.restored")
+    assert sorted(e.object_id for e in restored) == sorted(str(c.pk) for c in Certificate.objects.all())
 
 
 def test_short_or_missing_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,69 +5,42 @@ swap-back when it returns."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes
+from django.core.management import call_command
 from django.utils import timezone
 
 from certificates import x509
-from certificates.models import Certificate, CertificateState
+from certificates.acme_client import AcmeClient, LocalError
+from certificates.models import AcmeOrder, Certificate, CertificateState, OrderStatus
 from certificates.services import renewal, scan
-from gateways import resources
-from gateways.grpc_server import ServerConfig
+from certificates.services.renewal import RenewalOutcome
+from gateways.models import GatewayGroup
 from gateways.services import desired_version, wait_for_acks
+from tests.certificates_fleet import Fleet, SlowChallengeAgent, running_fleet
 from tests.certificates_support import install_expiring_version, make_account, make_certificate, unique
-from tests.peers.nginx import NginxServer
-from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, wait_until
+from tests.push_support import self_signed_pem
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@dataclass
-class Fleet:
-    nginx: NginxServer
-    agent: AgentProcess
-    server: ServerThread
-
-    def served(self, name: str) -> cx509.Certificate:
-        return cx509.load_der_x509_certificate(self.nginx.peer_certificate(name))
-
-    def wait_served(self, name: str, serial_hex: str, timeout: float = 20) -> cx509.Certificate:
-        def check() -> cx509.Certificate | None:
-            cert = self.served(name)
-            return cert if format(cert.serial_number, "x") == serial_hex else None
-
-        return wait_until(check, timeout=timeout, message=f"nginx to serve serial {serial_hex} for {name}")
 
 
 @pytest.fixture
 def fleet(pebble, nginx_factory, tmp_path: Path) -> Iterator[Fleet]:  # type: ignore[no-untyped-def]
     """run_grpc + one gateway-agent driving a real nginx whose HTTP port is the one Pebble validates."""
-    saved = dict(resources._builders)
-    for rtype, data in DEFAULT_STATE.items():  # other apps' resources, if not built yet: empty states
-        if rtype not in resources._builders:
-            resources.register_resource(rtype, lambda g, d=data: d)
-    ngx = nginx_factory(http_port=pebble.http_port)
-    pki = Pki.create(tmp_path / "pki")
-    server = ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki.server_cert), key=str(pki.server_key),
-                                       ca=str(pki.ca), debounce_seconds=0.02)).start()
-    settings = agent_settings(tmp_path / "agent", pki, server.port, "edge-1", "default",
-                              challenge_dir=str(ngx.challenge_dir), nginx_include=str(ngx.tls_include),
-                              nginx_listen=ngx.https_listen, nginx_http_listen=f"127.0.0.1:{ngx.http_port}",
-                              check_command=ngx.check_command, reload_command=ngx.reload_command)
-    agent = AgentProcess(tmp_path / "agent", settings).start()
-    try:
-        wait_until(lambda: agent.known().get("certificates"), timeout=20, message="agent connected")
-        yield Fleet(ngx, agent, server)
-    finally:
-        agent.stop()
-        server.stop()
-        resources._builders.clear()
-        resources._builders.update(saved)
+    with running_fleet(nginx_factory, tmp_path, http_port=pebble.http_port) as running:
+        yield running
+
+
+@pytest.fixture
+def slow_fleet(pebble, nginx_factory, tmp_path: Path) -> Iterator[Fleet]:  # type: ignore[no-untyped-def]
+    """The same, with an agent that ACKs ACME tokens 1.5 s late and logs when."""
+    with running_fleet(nginx_factory, tmp_path, http_port=pebble.http_port,
+                       agent_class=SlowChallengeAgent) as running:
+        yield running
 
 
 def _pushed_and_acked(cert: Certificate) -> None:
@@ -132,3 +105,67 @@ def test_failover_within_one_scan_and_swap_back(pebble, bind_server, fleet: Flee
     assert not x509.certificate_info(fleet.wait_served(name, real.serial_hex)).is_temporary
     temp.refresh_from_db()
     assert temp.retired_at is not None
+
+
+def _record_answers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """(token, wall-clock time) of every challenge the Worker asks the CA to validate."""
+    answered: list[tuple[str, float]] = []
+    answer = AcmeClient.answer
+
+    def recording(self: AcmeClient, challenge) -> None:  # type: ignore[no-untyped-def]
+        answered.append((challenge.token, time.time()))
+        answer(self, challenge)
+
+    monkeypatch.setattr(AcmeClient, "answer", recording)
+    return answered
+
+
+def test_the_ca_is_answered_only_after_the_gateway_acked_the_tokens(  # type: ignore[no-untyped-def]
+        pebble, bind_server, slow_fleet: Fleet, monkeypatch) -> None:
+    """Every time, not once in six runs: the agent takes its tokens 1.5 s late, so a Worker that answers the
+    CA before wait_for_acks said yes answers before the agent's ACK (and Pebble finds no token)."""
+    answered = _record_answers(monkeypatch)
+    cert = make_certificate([f"{unique('ack')}.{bind_server.zone}", f"{unique('ack2')}.{bind_server.zone}"],
+                            make_account(pebble))
+
+    result = renewal.renew_certificate(cert.pk)
+
+    applied = slow_fleet.agent.tokens_applied()  # type: ignore[attr-defined]
+    assert answered, "the CA was asked to validate"
+    for token, at in answered:
+        assert token in applied, f"answered token {token} that the Gateway never took"
+        assert at > applied[token], f"answered the CA {applied[token] - at:.3f}s before the Gateway took {token}"
+    assert result.outcome == RenewalOutcome.ISSUED, result.error
+
+
+def test_no_connected_gateway_means_no_answer_to_the_ca(pebble, bind_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """wait_for_acks says no (nobody would serve the token): the CA is never asked to validate."""
+    GatewayGroup.objects.get_or_create(name="default")
+    answered = _record_answers(monkeypatch)
+    cert = make_certificate([f"{unique('nogw')}.{bind_server.zone}"], make_account(pebble))
+
+    result = renewal.renew_certificate(cert.pk)
+
+    assert result.outcome == RenewalOutcome.FAILED and "no Gateway instance is connected" in result.error
+    assert answered == []
+    order = AcmeOrder.objects.get(certificate=cert, account__isnull=False)
+    assert order.status == OrderStatus.FAILED and order.error_type == LocalError.PUSH
+
+
+def test_an_agent_connected_before_an_import_serves_the_imported_certificate(  # type: ignore[no-untyped-def]
+        nginx_factory, tmp_path: Path) -> None:
+    """import_certificates and nothing else: no publish by hand, no restart of the agent."""
+    with running_fleet(nginx_factory, tmp_path) as fleet:
+        directory = tmp_path / "gateway-certs"
+        directory.mkdir()
+        name = f"{unique('imported')}.example.test"
+        cert_pem, key_pem, _ = self_signed_pem([name, f"www.{name}"])
+        (directory / f"{name}.crt").write_text(cert_pem)
+        (directory / f"{name}.key").write_text(key_pem)
+
+        call_command("import_certificates", str(directory))
+
+        version = Certificate.objects.get(common_name=name).current_version
+        served = fleet.wait_served(name, version.serial_hex)
+        assert served.fingerprint(hashes.SHA256()).hex() == version.fingerprint_sha256
+        fleet.wait_served(f"www.{name}", version.serial_hex)

@@ -14,6 +14,7 @@ import redis
 
 from audit.heartbeat import record_heartbeat
 from audit.models import JobRun, JobState
+from worker_project import queues
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +97,7 @@ def metric_value(body: str, name: str, labels: str = "") -> float:
 def test_metrics_report_requests_tasks_queues_and_heartbeat(client, private_redis: RedisServer) -> None:
     for i, state in enumerate([JobState.SUCCESS, JobState.SUCCESS, JobState.FAILURE]):
         JobRun.objects.create(task_id=f"t{i}", task_name="audit.beat_heartbeat", state=state)
-    private_redis.client.rpush("config", "a", "b", "c")
+    private_redis.client.rpush(queues.CONFIG, "a", "b", "c")
     private_redis.client.rpush("maintenance\x06\x166", "x")  # a priority-6 message counts too
     client.get("/health")
 
@@ -104,9 +105,9 @@ def test_metrics_report_requests_tasks_queues_and_heartbeat(client, private_redi
     assert metric_value(body, "gw_http_requests_total", 'method="GET",status="200"') >= 1
     assert metric_value(body, "gw_task_runs", 'state="success",task="audit.beat_heartbeat"') == 2
     assert metric_value(body, "gw_task_runs", 'state="failure",task="audit.beat_heartbeat"') == 1
-    assert metric_value(body, "gw_queue_depth", 'queue="config"') == 3
-    assert metric_value(body, "gw_queue_depth", 'queue="maintenance"') == 1
-    assert metric_value(body, "gw_queue_depth", 'queue="certificates"') == 0
+    assert metric_value(body, "gw_queue_depth", f'queue="{queues.CONFIG}"') == 3
+    assert metric_value(body, "gw_queue_depth", f'queue="{queues.MAINTENANCE}"') == 1
+    assert metric_value(body, "gw_queue_depth", f'queue="{queues.CERTIFICATES}"') == 0
     assert metric_value(body, "gw_beat_heartbeat_age_seconds") == float("inf")
     assert metric_value(body, "gw_metrics_collector_up", 'collector="queues",store="redis"') == 1
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.jobs import args_digest, args_preview
 from audit.models import JobRun, JobState
 from audit.retention import purge_job_history
+from worker_project import queues
 from worker_project.celery import app
 
 
@@ -100,7 +101,7 @@ def test_purge_task_is_routed_to_maintenance() -> None:
     from audit.tasks import purge_job_history as task
 
     assert task.name == "audit.purge_job_history"
-    assert app.amqp.router.route({}, task.name)["queue"].name == "maintenance"
+    assert app.amqp.router.route({}, task.name)["queue"].name == queues.MAINTENANCE
 
 
 def test_each_queue_receives_only_its_own_messages(settings) -> None:

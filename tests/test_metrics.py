@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from gateways.testing import wait_until
+from tests.push_support import wait_until
 from tests.test_health import free_port, metric_value
 
 ROOT = Path(__file__).resolve().parent.parent

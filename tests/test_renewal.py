@@ -10,10 +10,16 @@ import time
 import pytest
 from django.utils import timezone
 
-from certificates.acme_client import RATE_LIMITED, AcmeError
+from certificates.acme_client import RATE_LIMITED, AcmeError, LocalError
 from certificates.models import AcmeOrder, CertificateState, CertificateVersion, OrderStatus
 from certificates.services import policy
-from certificates.services.renewal import _record_failure, clear_backoff, lock_key, renew_certificate
+from certificates.services.renewal import (
+    RenewalOutcome,
+    _record_failure,
+    clear_backoff,
+    lock_key,
+    renew_certificate,
+)
 from gateways.models import GatewayGroup
 from tests.certificates_support import (
     challenge_files,
@@ -21,6 +27,7 @@ from tests.certificates_support import (
     make_account,
     make_certificate,
     pushes,
+    served_serials,
     unique,
 )
 from worker_project.locks import RedisLock
@@ -100,24 +107,33 @@ def test_a_locked_certificate_is_left_to_its_holder(pebble) -> None:  # type: ig
 
 
 @pytest.mark.django_db(transaction=True)
-def test_unreachable_directory_is_a_clear_failure_with_backoff(pebble) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_directory_is_a_clear_failure_with_backoff_and_a_pushed_temporary(pebble) -> None:  # type: ignore[no-untyped-def]
+    """A CA that cannot be reached is not bad input: by design a certificate with nothing to serve gets a marked
+    temporary certificate pushed at once (failover.needs_failover), and exactly one, however often it fails."""
+    GatewayGroup.objects.get_or_create(name="default")
     account = make_account(pebble, directory_url="https://127.0.0.1:9/dir")
     cert = make_certificate([f"{unique('down')}.example.test"], account, auto_renew=True)
+    pushed_before = pushes()
     before = timezone.now()
     result = renew_certificate(cert.pk)
-    assert result.outcome == "failed"
+    assert result.outcome == RenewalOutcome.FAILED
     cert.refresh_from_db()
     order = AcmeOrder.objects.get(certificate=cert)
-    assert order.status == OrderStatus.FAILED
+    assert order.status == OrderStatus.FAILED and order.error_type == LocalError.CONNECTION
     assert "cannot reach the ACME server at https://127.0.0.1:9/dir" in order.error
     assert "cannot reach the ACME server" in cert.last_error and cert.consecutive_failures == 1
     assert cert.next_attempt_at > before + dt.timedelta(seconds=policy.BACKOFF_BASE_SECONDS / 2 - 1)
-    assert renew_certificate(cert.pk).outcome == "backing_off", "no retry storm"
+    temporary = cert.current_version
+    assert temporary is not None and temporary.is_temporary and cert.state == CertificateState.TEMPORARY
+    assert pushes() == pushed_before + 1 and served_serials("default") == {cert.name: temporary.serial_hex}
+
+    assert renew_certificate(cert.pk).outcome == RenewalOutcome.BACKING_OFF, "no retry storm"
     assert AcmeOrder.objects.filter(certificate=cert).count() == 1
     clear_backoff(cert, actor="test")
-    assert renew_certificate(cert.pk).outcome == "failed"  # "renew now" really tries again
+    assert renew_certificate(cert.pk).outcome == RenewalOutcome.FAILED  # "renew now" really tries again
     cert.refresh_from_db()
     assert cert.consecutive_failures == 2
+    assert cert.current_version == temporary and pushes() == pushed_before + 1, "no second temporary pushed"
 
 
 @pytest.mark.django_db(transaction=True)

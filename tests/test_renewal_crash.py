@@ -17,7 +17,8 @@ from django.db import connection
 
 from certificates.models import AcmeOrder, Certificate, CertificateVersion, DnsUpdateServer, OrderStatus
 from certificates.tasks import renew_certificate
-from tests.certificates_support import make_account, make_certificate, unique
+from tests.certificates_support import assert_resumed_at_the_ca, make_account, make_certificate, unique
+from worker_project import queues
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -34,7 +35,7 @@ def _start_worker(tmp_path: Path, name: str, **env: str) -> subprocess.Popen[byt
                 "WORKER_ENV": "test", "CERT_RENEW_LOCK_SECONDS": "4", **env}
     log = (tmp_path / f"{name}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.certificates_celery", "worker", "-Q", "certificates",
+        [sys.executable, "-m", "celery", "-A", "tests.certificates_celery", "worker", "-Q", queues.CERTIFICATES,
          "-P", "threads", "-c", "1", "-n", f"{name}@%h", "--without-heartbeat", "--without-mingle",
          "--without-gossip", "-l", "INFO"],
         cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -59,7 +60,7 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 
 def test_sigkill_mid_order_then_restart_gives_exactly_one_version(pebble, bind_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    redis.Redis.from_url(settings.REDIS_URL).delete("certificates")  # no stale messages in this test's queue
+    redis.Redis.from_url(settings.REDIS_URL).delete(queues.CERTIFICATES)  # no stale messages in this test's queue
     server = DnsUpdateServer.objects.create(
         name=unique("bind"), server=bind_server.host, port=bind_server.port, zone=bind_server.zone,
         tsig_key_name=bind_server.tsig_key_name, tsig_secret=bind_server.tsig_secret, propagation_timeout_seconds=10)
@@ -74,6 +75,8 @@ def test_sigkill_mid_order_then_restart_gives_exactly_one_version(pebble, bind_s
               "the order to be finalized (and held) by the first worker")
         _stop(first, signal.SIGKILL)  # mid-order: finalized at the CA, nothing downloaded or stored
         assert not CertificateVersion.objects.filter(certificate=cert).exists()
+        ca_order_url = AcmeOrder.objects.get(certificate=cert).order_url
+        assert ca_order_url
 
         second = _start_worker(tmp_path, "survivor")
         _wait(lambda: Certificate.objects.get(pk=cert.pk).current_version_id is not None, 90,
@@ -88,3 +91,5 @@ def test_sigkill_mid_order_then_restart_gives_exactly_one_version(pebble, bind_s
     version = CertificateVersion.objects.get(certificate=cert)  # exactly one version
     assert version.order_id == order.pk and version.key_pem == order.key_pem
     assert Certificate.objects.get(pk=cert.pk).current_version_id == version.pk
+    assert_resumed_at_the_ca(order.pk, ca_order_url, version)
+    assert order.dns_records == [], "the TXT records were removed and forgotten"

@@ -26,6 +26,7 @@ from tests.certificates_support import install_expiring_version, make_account, m
 from tests.push_support import wait_until
 from tests.test_certificates_e2e import Fleet, fleet  # noqa: F401 - the fixture, shared with the e2e tests
 from tests.test_renewal_crash import _start_worker, _stop, _wait
+from worker_project import queues
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -68,7 +69,7 @@ def test_sigkill_mid_http01_order_then_restart_serves_exactly_one_new_version(  
         step: str, pebble, bind_server, fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
     started = time.monotonic()
     broker = redis.Redis.from_url(settings.REDIS_URL)
-    broker.delete("certificates", "unacked", "unacked_index")  # no stale messages from an earlier run
+    broker.delete(queues.CERTIFICATES, "unacked", "unacked_index")  # no stale messages from an earlier run
     name = f"{unique('crash-h1')}.{bind_server.zone}"
     cert = make_certificate([name], make_account(pebble))
     old = install_expiring_version(cert, days_left=5)  # a renewal: the Gateway serves an old version first
@@ -89,7 +90,7 @@ def test_sigkill_mid_http01_order_then_restart_serves_exactly_one_new_version(  
         for token, key_authorization in tokens.items():  # pushed, ACKed, written by the agent, served
             assert _http_get(_challenge_url(fleet, token)) == (200, key_authorization)
         time.sleep(0.3)  # had the worker answered the challenge, Pebble (no VA sleep) would have moved on
-        ca_status = AcmeClient(order.account).get_order(order.order_url).status
+        ca_status = AcmeClient.connect(order.account).get_order(order.order_url).status
         assert ca_status in ({"pending"} if step == "authorizing" else {"processing", "valid"}), ca_status
         _stop(first, signal.SIGKILL)  # the whole process group, mid-order
         killed_at = time.monotonic()

@@ -18,6 +18,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from audit.heartbeat import heartbeat_age_seconds
 from audit.models import JobRun, JobState
+from worker_project import queues
 from worker_project.celery import app
 from worker_project.schedules import PeriodicJob, discover_jobs, sync_schedules
 
@@ -64,7 +65,7 @@ def test_admin_edited_interval_is_kept_and_drift_reported() -> None:
     row.refresh_from_db()
     assert (row.interval.every, row.interval.period) == (5, IntervalSchedule.MINUTES)  # the admin's choice stays
     assert row.enabled is False
-    assert row.queue == "maintenance"  # routing comes from code
+    assert row.queue == queues.MAINTENANCE  # routing comes from code
     assert "kept schedule every 300s set in admin (code says every 60s" in out
 
     out = run_setup("--reset-schedule", HEARTBEAT)
@@ -76,7 +77,7 @@ def test_admin_edited_interval_is_kept_and_drift_reported() -> None:
 @pytest.mark.django_db
 def test_only_existing_tasks_are_registered() -> None:
     with pytest.raises(ValueError, match="do not exist: ghost -> nowhere.ghost"):
-        sync_schedules([PeriodicJob(name="ghost", task="nowhere.ghost", queue="maintenance", every_seconds=5)])
+        sync_schedules([PeriodicJob(name="ghost", task="nowhere.ghost", queue=queues.MAINTENANCE, every_seconds=5)])
     assert not PeriodicTask.objects.filter(name="ghost").exists()
     with pytest.raises(CommandError, match="names no declared job: nope"):
         run_setup("--reset-schedule", "nope")
@@ -137,8 +138,18 @@ def test_beat_fires_heartbeat_from_database_schedule(tmp_path: Path, settings) -
 
 @pytest.mark.django_db
 def test_float_interval_from_settings_does_not_drift() -> None:
-    job = PeriodicJob(name="float", task="audit.beat_heartbeat", queue="maintenance", every_seconds=30.0)
+    job = PeriodicJob(name="float", task="audit.beat_heartbeat", queue=queues.MAINTENANCE, every_seconds=30.0)
     assert str(sync_schedules([job])[0]) == "created   float: every 30s"
     assert sync_schedules([job])[0].action == "unchanged"
     with pytest.raises(ValueError, match="whole number"):
         PeriodicJob(name="x", task="t", queue="q", every_seconds=0.5)
+
+
+def test_every_route_and_periodic_job_names_a_declared_queue(settings) -> None:  # type: ignore[no-untyped-def]
+    from worker_project.celery import app
+    from worker_project.schedules import discover_jobs
+
+    assert {r["queue"] for r in settings.CELERY_TASK_ROUTES.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE} == set(
+        queues.ALL)
+    assert [q.name for q in app.conf.task_queues] == list(queues.ALL)
+    assert {job.queue for job in discover_jobs()} <= set(queues.ALL)

@@ -7,9 +7,9 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "worker_project.settings")
+from worker_project.queues import ALL as QUEUES
 
-QUEUES = ("certificates", "config", "logs", "analytics", "integrations", "maintenance")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "worker_project.settings")
 
 app = Celery("worker_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -20,7 +20,8 @@ def _fernet(keys: tuple[str, ...]) -> MultiFernet:
         return MultiFernet([Fernet(k.encode()) for k in keys])
     except (ValueError, TypeError) as exc:
         raise ValueError("FIELD_ENCRYPTION_KEYS holds a value that is not a Fernet key "
-                         "(32 url-safe base64 bytes; make one with `manage.py generate_field_key`)") from exc
+                         "(32 url-safe base64 bytes; make one with `python -c \"from cryptography.fernet import "
+                         "Fernet; print(Fernet.generate_key().decode())\"`)") from exc
 
 
 def fernet() -> MultiFernet:
@@ -36,11 +37,6 @@ def decrypt(token: bytes) -> bytes:
         return fernet().decrypt(token)
     except InvalidToken as exc:
         raise DecryptionError("cannot decrypt: no FIELD_ENCRYPTION_KEYS entry matches this value") from exc
-
-
-def rotate(token: bytes) -> bytes:
-    """Re-encrypt under the newest key (used by the key-rotation command)."""
-    return fernet().rotate(token)
 
 
 class EncryptedBytesField(models.BinaryField):

@@ -37,10 +37,6 @@ class LockNotAcquired(Exception):
     """Somebody else holds the lock."""
 
 
-class LockLost(Exception):
-    """The lock expired or was taken over while we believed we held it."""
-
-
 @lru_cache(maxsize=8)
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from worker_project import queues
 from worker_project.env import (
     ImproperlyConfiguredEnv,
     env_bool,
@@ -45,7 +46,8 @@ try:
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
 
     # Field encryption: a comma-separated list of Fernet keys, newest first; all are tried to decrypt,
-    # the first encrypts, so a key rotates by prepending a new one (then `manage.py rotate_field_keys`).
+    # the first encrypts, so a key rotates by prepending a new one. Nothing re-encrypts existing rows yet:
+    # keep an old key in the list while rows written under it remain.
     FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS")
     if not FIELD_ENCRYPTION_KEYS:
         if PRODUCTION:
@@ -178,15 +180,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 840)
-CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_DEFAULT_QUEUE = queues.MAINTENANCE
 CELERY_TASK_ROUTES = {
-    "certificates.*": {"queue": "certificates"},
-    "waf_config.*": {"queue": "config"},
-    "gateways.*": {"queue": "config"},
-    "logpipeline.*": {"queue": "logs"},
-    "analytics.*": {"queue": "analytics"},
-    "integrations.*": {"queue": "integrations"},
-    "audit.*": {"queue": "maintenance"},
+    "certificates.*": {"queue": queues.CERTIFICATES},
+    "waf_config.*": {"queue": queues.CONFIG},
+    "gateways.*": {"queue": queues.CONFIG},
+    "logpipeline.*": {"queue": queues.LOGS},
+    "analytics.*": {"queue": queues.ANALYTICS},
+    "integrations.*": {"queue": queues.INTEGRATIONS},
+    "audit.*": {"queue": queues.MAINTENANCE},
 }
 # visibility_timeout must exceed the longest task (plus its ETA) or Redis redelivers a running task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}

@@ -61,7 +61,7 @@ def _client(clients: dict[int, AcmeClient | AcmeError], account: AcmeAccount) ->
     """One client per account per run (one directory fetch), or the error that prevented it."""
     if account.pk not in clients:
         try:
-            clients[account.pk] = AcmeClient(account, timeout=15)
+            clients[account.pk] = AcmeClient.connect(account, timeout=15)
         except AcmeError as exc:
             logger.warning("renewal information: cannot reach %s: %s", account.name, exc)
             clients[account.pk] = exc
@@ -76,7 +76,7 @@ def _back_off(cert: Certificate, version: CertificateVersion, now: dt.datetime, 
 
 
 def _forget_account(account: AcmeAccount) -> int:
-    """The directory no longer offers renewalInfo (AcmeClient recorded that on the account): stop polling its
+    """The directory no longer offers renewalInfo (AcmeClient.connect recorded that on the account): stop polling its
     certificates until a renewal at a CA that offers it sets a next check again."""
     return Certificate.objects.filter(current_version__account=account, ari_next_check_at__isnull=False).update(
         ari_next_check_at=None)

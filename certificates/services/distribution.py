@@ -46,7 +46,7 @@ def build_acme_challenges(group: Any) -> dict[str, Any]:
 
 def register_resources() -> None:
     """Called from ``CertificatesConfig.ready()``."""
-    from gateways.services import register_resource  # imported late: apps load before their services
+    from certificates.services import seams  # imported late: apps load before their services
 
-    register_resource("certificates", build_certificates)
-    register_resource("acme_challenges", build_acme_challenges)
+    seams.register_builder("certificates", build_certificates)
+    seams.register_builder("acme_challenges", build_acme_challenges)

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from certificates import x509
@@ -15,9 +16,6 @@ from certificates.services.versions import make_current, store_version
 
 logger = logging.getLogger(__name__)
 
-# Errors that mean the request itself is wrong: a temporary certificate would only hide the mistake.
-BAD_INPUT_TYPES = {"local:bad-domain", "local:wildcard-http01", "local:dns-config", "local:no-issuer",
-                   "local:profile"}
 TEMPORARY_REFRESH_BEFORE = dt.timedelta(days=2)  # renew the temporary one itself when renewal fails that long
 
 
@@ -45,14 +43,17 @@ def fail_over(certificate: Certificate, reason: str) -> CertificateVersion | Non
     version, _ = store_version(certificate, source=VersionSource.TEMPORARY, leaf_pem=cert_pem, chain_pem="",
                                key_pem=key_pem, info=info)
     previous = certificate.current_version
-    make_current(certificate, version, action="certificate.failover")
-    if previous is not None and previous.is_temporary:
-        CertificateVersion.objects.filter(pk=previous.pk, retired_at__isnull=True).update(retired_at=timezone.now())
-    seams.notify("certificate.failover", f"Certificate {certificate.name} is on a temporary certificate",
-                 severity="high", dedupe_key=f"certificate.failover:{certificate.pk}:{version.pk}",
-                 body={"certificate": certificate.name, "domains": list(certificate.domains), "reason": reason,
-                       "temporary_not_after": version.not_after.isoformat(),
-                       "real_not_after": previous.not_after.isoformat() if previous and not previous.is_temporary
-                       else None})
+    with transaction.atomic():  # the switch and its alert together
+        make_current(certificate, version, action="certificate.failover")
+        if previous is not None and previous.is_temporary:
+            CertificateVersion.objects.filter(pk=previous.pk, retired_at__isnull=True).update(
+                retired_at=timezone.now())
+        seams.notify("certificate.failover", seams.Severity.HIGH,
+                     f"Certificate {certificate.name} is on a temporary certificate",
+                     dedup_key=f"certificate.failover:{certificate.pk}:{version.pk}",
+                     context={"certificate": certificate.name, "domains": list(certificate.domains),
+                              "reason": reason, "temporary_not_after": version.not_after.isoformat(),
+                              "real_not_after": previous.not_after.isoformat()
+                              if previous and not previous.is_temporary else None})
     logger.warning("certificate %s failed over to a temporary certificate: %s", certificate.name, reason)
     return version

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from certificates import x509
-from certificates.acme_client import AcmeClient, AcmeError, Challenge, OrderState, ReplacesRejected
+from certificates.acme_client import AcmeClient, AcmeError, Challenge, LocalError, OrderState, ReplacesRejected
 from certificates.models import (
     AcmeAccount,
     AcmeChallenge,
@@ -50,20 +50,20 @@ def check_domains(domains: list[str], challenge_type: str, has_dns_server: bool)
     """Normalized domains, or ``AcmeError(permanent)`` naming what is wrong. The one set of request rules, used
     before an order (nothing is sent to the CA) and by the admin form and commands (nothing is saved)."""
     if not domains:
-        raise AcmeError("the certificate lists no domains", error_type="local:bad-domain", permanent=True)
+        raise AcmeError("the certificate lists no domains", error_type=LocalError.BAD_DOMAIN, permanent=True)
     normalized: list[str] = []
     for name in domains:
         try:
             norm = x509.validate_domain_name(str(name), allow_wildcard=True)
         except x509.DomainNameError as exc:
-            raise AcmeError(f"invalid domain name {name!r}: {exc}", error_type="local:bad-domain",
+            raise AcmeError(f"invalid domain name {name!r}: {exc}", error_type=LocalError.BAD_DOMAIN,
                             permanent=True) from exc
         if norm.startswith("*.") and challenge_type == ChallengeType.HTTP_01:
             raise AcmeError(f"{name} is a wildcard, and wildcard names need dns-01: wildcards can only be "
-                            "validated with dns-01, not http-01", error_type="local:wildcard-http01", permanent=True)
+                            "validated with dns-01, not http-01", error_type=LocalError.WILDCARD_HTTP01, permanent=True)
         normalized.append(norm)
     if challenge_type == ChallengeType.DNS_01 and not has_dns_server:
-        raise AcmeError("dns-01 needs a DNS update server on the certificate", error_type="local:dns-config",
+        raise AcmeError("dns-01 needs a DNS update server on the certificate", error_type=LocalError.DNS_CONFIG,
                         permanent=True)
     return normalized
 
@@ -126,7 +126,7 @@ def drive_order(order: AcmeOrder, client: AcmeClient, profile: str = "") -> str:
     certificate = order.certificate
     remaining = (order.deadline - timezone.now()).total_seconds()
     if remaining <= 0:
-        raise AcmeError("order passed its deadline", error_type="local:deadline")
+        raise AcmeError("order passed its deadline", error_type=LocalError.DEADLINE)
     deadline = time.monotonic() + remaining
     if not order.order_url:
         try:
@@ -155,7 +155,7 @@ def drive_order(order: AcmeOrder, client: AcmeClient, profile: str = "") -> str:
             raise AcmeError(state.error or "the CA marked the order invalid",
                             error_type=state.error_type or "urn:ietf:params:acme:error:unauthorized")
         else:
-            raise AcmeError(f"unexpected order status {state.status!r}", error_type="client")
+            raise AcmeError(f"unexpected order status {state.status!r}", error_type=LocalError.CLIENT)
         if certificate.pk != order.certificate_id:  # pragma: no cover (defensive)
             raise AssertionError("order switched certificate")
 
@@ -187,7 +187,7 @@ def _publish_http01(order: AcmeOrder, challenges: list[Challenge]) -> None:
     logger.debug("order %s: challenge versions %s acked=%s in %.3fs", order.pk, [v.pk for v in versions], ok,
                  time.monotonic() - started)
     if not ok:
-        raise AcmeError(f"the Gateways did not take the challenge tokens: {reason}", error_type="local:push")
+        raise AcmeError(f"the Gateways did not take the challenge tokens: {reason}", error_type=LocalError.PUSH)
 
 
 def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float) -> None:
@@ -198,22 +198,25 @@ def _dns_publish(order: AcmeOrder, challenges: list[Challenge], deadline: float)
     assert server is not None
     target = dns01.UpdateTarget.from_model(server)
     records = [(("*." if c.wildcard else "") + c.domain, c.dns_txt_value) for c in challenges]
-    order._dns_records = records  # type: ignore[attr-defined]  # for cleanup; a crash leaves harmless TXTs
+    known = [list(r) for r in order.dns_records]
+    _save(order, dns_records=known + [list(r) for r in records if list(r) not in known])  # before the update
     timeout = min(float(server.propagation_timeout_seconds), max(1.0, deadline - time.monotonic()))
     try:
         dns01.publish_and_wait(target, records, timeout=timeout)
     except dns01.Dns01Error as exc:
-        raise AcmeError(f"DNS-01: {exc}", error_type="local:dns") from exc
+        raise AcmeError(f"DNS-01: {exc}", error_type=LocalError.DNS) from exc
 
 
 def dns_cleanup(order: AcmeOrder) -> None:
-    """Remove the TXT records this process added for ``order`` (best effort: a leftover TXT is harmless)."""
-    records = getattr(order, "_dns_records", None)
-    if not records or order.certificate.dns_server is None:
+    """Remove the TXT records added for ``order``, by this attempt or one that crashed (best effort: a leftover
+    TXT is harmless, and is forgotten once tried)."""
+    if not order.dns_records or order.certificate.dns_server is None:
         return
     from certificates import dns01
 
     try:
-        dns01.remove_txt_records(dns01.UpdateTarget.from_model(order.certificate.dns_server), records)
+        dns01.remove_txt_records(dns01.UpdateTarget.from_model(order.certificate.dns_server),
+                                 [(name, value) for name, value in order.dns_records])
     except dns01.Dns01Error:
         logger.warning("order %s: DNS-01 cleanup failed", order.pk, exc_info=True)
+    _save(order, dns_records=[])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
@@ -13,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from certificates import x509
-from certificates.acme_client import RATE_LIMITED, AcmeClient, AcmeError
+from certificates.acme_client import BAD_INPUT, RATE_LIMITED, AcmeClient, AcmeError, LocalError
 from certificates.models import (
     AcmeAccount,
     AcmeOrder,
@@ -24,7 +25,7 @@ from certificates.models import (
     VersionSource,
 )
 from certificates.services import seams
-from certificates.services.failover import BAD_INPUT_TYPES, fail_over
+from certificates.services.failover import fail_over
 from certificates.services.issuance import (
     check_request,
     create_order,
@@ -40,9 +41,19 @@ from worker_project.locks import LockNotAcquired, hold_lock
 logger = logging.getLogger(__name__)
 
 
+class RenewalOutcome(StrEnum):
+    ISSUED = "issued"
+    NOT_DUE = "not_due"
+    BACKING_OFF = "backing_off"
+    DISABLED = "disabled"  # auto_renew is off
+    LOCKED = "locked"  # another worker holds the certificate's lock
+    FAILED = "failed"
+    MISSING = "missing"  # the certificate was deleted
+
+
 @dataclass
 class RenewalResult:
-    outcome: str  # issued | not_due | backing_off | disabled | locked | failed | missing
+    outcome: RenewalOutcome
     version_id: int | None = None
     error: str = ""
 
@@ -51,15 +62,15 @@ def lock_key(certificate_id: int) -> str:
     return f"certificates:renew:{certificate_id}"
 
 
-def _skip_reason(cert: Certificate, now: dt.datetime) -> str:
+def _skip_reason(cert: Certificate, now: dt.datetime) -> RenewalOutcome | None:
     if not cert.auto_renew:
-        return "disabled"
+        return RenewalOutcome.DISABLED
     current = cert.current_version
     if current is not None and not current.is_temporary and cert.renew_after and cert.renew_after > now:
-        return "not_due"
+        return RenewalOutcome.NOT_DUE
     if cert.next_attempt_at and cert.next_attempt_at > now:
-        return "backing_off"
-    return ""
+        return RenewalOutcome.BACKING_OFF
+    return None
 
 
 def renew_certificate(certificate_id: int, *, force: bool = False, task_id: str = "") -> RenewalResult:
@@ -69,7 +80,7 @@ def renew_certificate(certificate_id: int, *, force: bool = False, task_id: str 
         cert = Certificate.objects.select_related("current_version").get(pk=certificate_id)
     except Certificate.DoesNotExist:
         logger.info("renew_certificate: certificate %s is gone", certificate_id)
-        return RenewalResult("missing")
+        return RenewalResult(RenewalOutcome.MISSING)
     if not force and (reason := _skip_reason(cert, timezone.now())):
         return RenewalResult(reason)
     try:
@@ -79,7 +90,7 @@ def renew_certificate(certificate_id: int, *, force: bool = False, task_id: str 
                 return RenewalResult(reason)
             return _renew_locked(cert, task_id)
     except LockNotAcquired:
-        return RenewalResult("locked")
+        return RenewalResult(RenewalOutcome.LOCKED)
 
 
 def _issuers(cert: Certificate) -> list[AcmeAccount]:
@@ -107,13 +118,13 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
     order = live_order(cert)
     if order is not None and order.deadline <= now:
         logger.info("order %s passed its deadline: abandoned, starting a fresh one", order.pk)
-        finish_order(order, OrderStatus.ABANDONED, "abandoned: the order passed its deadline", "local:deadline")
+        finish_order(order, OrderStatus.ABANDONED, "abandoned: the order passed its deadline", LocalError.DEADLINE)
         order = None
     issuers = _issuers(cert)
     if order is not None and order.account is not None:  # resume first, with the order's own issuer
         issuers = [order.account] + [a for a in issuers if a.pk != order.account_id]
     if not issuers:
-        exc = AcmeError("no ACME issuer configured for this certificate", error_type="local:no-issuer",
+        exc = AcmeError("no ACME issuer configured for this certificate", error_type=LocalError.NO_ISSUER,
                         permanent=True)
         _failed_attempt_without_ca(cert, exc, task_id)
         return _record_failure(cert, exc, str(exc))
@@ -124,7 +135,7 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
             order = create_order(cert, account, domains, _replaces_for(cert, account), task_id)
         try:
             version_id = _issue(cert, order, account)
-            return RenewalResult("issued", version_id=version_id)
+            return RenewalResult(RenewalOutcome.ISSUED, version_id=version_id)
         except AcmeError as exc:
             last = exc
             errors.append(f"{account.name}: {exc}")
@@ -137,13 +148,13 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
 
 def _issue(cert: Certificate, order: AcmeOrder, account: AcmeAccount) -> int:
     try:
-        client = AcmeClient(account)
+        client = AcmeClient.connect(account)
         fullchain = drive_order(order, client, profile=cert.profile or account.profile)
         try:
             leaf, chain, info = validate_fullchain(cert, fullchain, order.key_pem or "", account, order.domains)
         except x509.CertificateValidationError as exc:
             raise AcmeError(f"issued certificate rejected by validation ({exc.reason}): {exc}",
-                            error_type=f"local:validation:{exc.reason}") from exc
+                            error_type=f"{LocalError.VALIDATION}:{exc.reason}") from exc
     finally:
         dns_cleanup(order)
     with transaction.atomic():
@@ -184,9 +195,9 @@ def _record_failure(cert: Certificate, exc: AcmeError, message: str) -> RenewalR
         seams.record("certificate.renewal.failed", cert, summary=f"{cert.name}: {message[:300]}",
                      after={"error_type": exc.error_type, "next_attempt_at": next_at.isoformat(),
                             "consecutive_failures": failures})
-    if exc.error_type not in BAD_INPUT_TYPES:
+    if exc.error_type not in BAD_INPUT:
         fail_over(cert, message)
-    return RenewalResult("failed", error=message)
+    return RenewalResult(RenewalOutcome.FAILED, error=message)
 
 
 def clear_backoff(certificate: Certificate, *, actor: object) -> None:

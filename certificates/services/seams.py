@@ -1,16 +1,20 @@
-"""Calls across app seams (audit trail, push plane, notifications), kept in one place."""
+"""Calls across app seams (audit trail, push plane, Gateway groups, notifications), kept in one place: the rest
+of the app imports no other app's models or services."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Model
 
 from audit import services as audit
-from gateways.models import ResourceVersion
-from gateways.services import publish_desired_state, request_publish
+from gateways.models import GatewayGroup, ResourceVersion
+from gateways.services import publish_desired_state, register_resource, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks
+from integrations import services as integrations
+from integrations.services import Severity
 
 
 def record(action: str, obj: Model | None = None, *, summary: str = "", after: Any = None,
@@ -20,6 +24,20 @@ def record(action: str, obj: Model | None = None, *, summary: str = "", after: A
         audit.record_person_event(actor, action, obj=obj, before=before, after=after, summary=summary)
     else:
         audit.record_automation_event(str(actor), action, obj=obj, before=before, after=after, summary=summary)
+
+
+def gateway_group(name: str) -> GatewayGroup | None:
+    """The Gateway group called ``name``, if a Gateway ever named it."""
+    return GatewayGroup.objects.filter(name=name).first()
+
+
+def gateway_group_by_id(pk: int | None) -> GatewayGroup | None:
+    return GatewayGroup.objects.filter(pk=pk).first() if pk is not None else None
+
+
+def register_builder(resource_type: str, build: Callable[[Any], dict[str, Any]]) -> None:
+    """Tell the push plane how to build ``resource_type`` for one group."""
+    register_resource(resource_type, build)
 
 
 def publish(resource_type: str, group: Any = None, actor: str = "automation") -> list[ResourceVersion]:
@@ -50,16 +68,6 @@ def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool
     return False, "; ".join(parts) or repr(result)
 
 
-def notify(event_kind: str, title: str, *, severity: str, dedupe_key: str, body: dict[str, Any]) -> int:
-    """One pending ``Notification`` per enabled channel that takes ``event_kind``; the integrations app sends
-    them. Returns how many were written."""
-    from integrations.models import Notification, NotificationChannel
-
-    count = 0
-    for channel in NotificationChannel.objects.filter(enabled=True):
-        if channel.event_kinds and event_kind not in channel.event_kinds:
-            continue
-        Notification.objects.create(channel=channel, event_kind=event_kind, severity=severity,
-                                    dedupe_key=dedupe_key, title=title[:300], body=body)
-        count += 1
-    return count
+def notify(kind: str, severity: Severity, subject: str, *, dedup_key: str, context: dict[str, Any]) -> int:
+    """Alert people through the integrations app (pending rows; its senders deliver them)."""
+    return integrations.notify(kind, severity, subject, dedup_key=dedup_key, context=context)

@@ -63,7 +63,7 @@ def store_version(certificate: Certificate, *, source: str, leaf_pem: str, chain
     if existing is not None:
         return existing, False
     ari_id = ""
-    if source == VersionSource.ACME:
+    if source != VersionSource.TEMPORARY:  # a CA's certificate (issued here, imported, restored) has an ARI id
         try:
             ari_id = x509.ari_cert_id(leaf_pem)
         except (ValueError, x509.CertificateError):
@@ -86,8 +86,9 @@ def store_version(certificate: Certificate, *, source: str, leaf_pem: str, chain
 def make_current(certificate: Certificate, version: CertificateVersion, *, actor: Any = "certificates",
                  action: str = "certificate.version.activated",
                  ari_window: tuple[dt.datetime, dt.datetime] | None = None) -> None:
-    """Point the certificate at ``version`` and publish after commit. A real certificate replacing a
-    temporary one retires the temporary one and sends the recovery alert."""
+    """The one way a version becomes current (issued, failed over, rolled back, imported, restored): point the
+    certificate at it, apply the renewal policy, audit, and publish after commit. A real certificate replacing
+    a temporary one retires the temporary one and sends the recovery alert."""
     now = timezone.now()
     with transaction.atomic():
         cert = Certificate.objects.select_for_update().get(pk=certificate.pk)
@@ -97,6 +98,8 @@ def make_current(certificate: Certificate, version: CertificateVersion, *, actor
         cert.ari_next_check_at = ari_polled(version, now)  # the refresh job polls only real ARI versions
         if version.is_temporary:
             cert.state = CertificateState.TEMPORARY
+            if cert.renew_after is None or cert.renew_after > now:
+                cert.renew_after = now  # a temporary certificate needs a real one as soon as possible
         else:
             cert.state = CertificateState.VALID if version.not_after > now else CertificateState.EXPIRED
             cert.renew_after = renew_after_for(version.not_before, version.not_after, ari_window)
@@ -113,10 +116,10 @@ def make_current(certificate: Certificate, version: CertificateVersion, *, actor
             CertificateVersion.objects.filter(pk=previous.pk, retired_at__isnull=True).update(retired_at=now)
             seams.record("certificate.recovered", cert, actor=actor,
                          summary=f"{cert.name}: real certificate replaced the temporary one")
-            seams.notify("certificate.recovered", f"Certificate {cert.name} recovered", severity="info",
-                         dedupe_key=f"certificate.recovered:{cert.pk}:{version.pk}",
-                         body={"certificate": cert.name, "serial": version.serial_hex,
-                               "not_after": version.not_after.isoformat()})
+            seams.notify("certificate.recovered", seams.Severity.INFO, f"Certificate {cert.name} recovered",
+                         dedup_key=f"certificate.recovered:{cert.pk}:{version.pk}",
+                         context={"certificate": cert.name, "serial": version.serial_hex,
+                                  "not_after": version.not_after.isoformat()})
         seams.publish_on_commit("certificates", cert.gateway_group)
     certificate.refresh_from_db()
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
 from certificates.acme_client import AcmeClient, AcmeError
-from certificates.cli import read_file, read_pem_file, save_form
+from certificates.cli import checked_instance, read_file, read_pem_file
 from certificates.forms import AcmeAccountForm
 from certificates.models import AcmeAccount
-from certificates.services import seams
+from certificates.services import catalog
 
 
 class Command(BaseCommand):
@@ -38,15 +37,13 @@ class Command(BaseCommand):
             "eab_kid": opts["eab_kid"], "profile": opts["profile"],
             "new_eab_hmac_key": read_file(opts["eab_hmac_key_file"], "EAB HMAC key"),
         }
-        with transaction.atomic():
-            account = save_form(AcmeAccountForm(data=data, instance=instance), "ACME account")
-            seams.record("acme_account.updated" if instance else "acme_account.created", account,
-                         summary=f"{account.name} at {account.directory_url}", actor="manage.py acme_account")
+        account = checked_instance(AcmeAccountForm(data=data, instance=instance), "ACME account")
+        catalog.save_acme_account(account, actor="manage.py acme_account")
         self.stdout.write(f"{'updated' if instance else 'created'} ACME account {account.name} "
                           f"({account.directory_url})")
         if opts["register"]:
             try:
-                url = AcmeClient(account).ensure_registered()
+                url = AcmeClient.connect(account).ensure_registered()
             except AcmeError as exc:
                 raise CommandError(f"registration with {account.directory_url} failed: {exc}") from exc
             self.stdout.write(f"registered: {url}")

@@ -6,13 +6,11 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
-from certificates.cli import save_form
+from certificates.cli import checked_instance
 from certificates.forms import CertificateForm
-from certificates.models import AcmeAccount, CertificateIssuer, ChallengeType, DnsUpdateServer, KeyType
-from certificates.services import seams
-from gateways.models import GatewayGroup
+from certificates.models import AcmeAccount, ChallengeType, DnsUpdateServer, KeyType
+from certificates.services import catalog, seams
 
 
 class Command(BaseCommand):
@@ -45,7 +43,7 @@ class Command(BaseCommand):
                 raise CommandError(f"no DNS update server {opts['dns_server']!r}")
         group = None
         if opts["group"]:
-            group = GatewayGroup.objects.filter(name=opts["group"]).first()
+            group = seams.gateway_group(opts["group"])
             if group is None:
                 raise CommandError(f"no Gateway group {opts['group']!r} (a group exists once a Gateway names it)")
         data = {
@@ -54,13 +52,8 @@ class Command(BaseCommand):
             "gateway_group": group.pk if group else None, "profile": opts["profile"],
             "auto_renew": not opts["no_auto_renew"],
         }
-        with transaction.atomic():
-            cert = save_form(CertificateForm(data=data), "certificate")
-            for priority, account in enumerate(accounts):
-                CertificateIssuer.objects.create(certificate=cert, account=account, priority=priority)
-            seams.record("certificate.created", cert, summary=", ".join(cert.domains),
-                         after={"domains": cert.domains, "issuers": [a.name for a in accounts]},
-                         actor="manage.py add_certificate")
+        cert = checked_instance(CertificateForm(data=data), "certificate")
+        catalog.save_certificate(cert, actor="manage.py add_certificate", issuers=accounts)
         self.stdout.write(f"added certificate {cert.name} for {', '.join(cert.domains)}; due now "
                           f"(issued by the next scan, or run `manage.py renew_certificate {cert.name}`)")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import transaction
 
-from certificates.cli import read_file, save_form
+from certificates.cli import checked_instance, read_file
 from certificates.forms import DnsUpdateServerForm
 from certificates.models import DnsUpdateServer
-from certificates.services import seams
+from certificates.services import catalog
 
 
 class Command(BaseCommand):
@@ -34,8 +33,6 @@ class Command(BaseCommand):
             "propagation_timeout_seconds": opts["propagation_timeout"],
             "new_tsig_secret": read_file(opts["tsig_secret_file"], "TSIG secret"),
         }
-        with transaction.atomic():
-            server = save_form(DnsUpdateServerForm(data=data, instance=instance), "DNS update server")
-            seams.record("dns_server.updated" if instance else "dns_server.created", server,
-                         summary=str(server), actor="manage.py dns_update_server")
+        server = checked_instance(DnsUpdateServerForm(data=data, instance=instance), "DNS update server")
+        catalog.save_dns_server(server, actor="manage.py dns_update_server")
         self.stdout.write(f"{'updated' if instance else 'created'} DNS update server {server}")

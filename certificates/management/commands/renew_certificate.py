@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from certificates.models import Certificate
 from certificates.services import renewal
+from certificates.services.renewal import RenewalOutcome
 
 
 class Command(BaseCommand):
@@ -36,8 +37,8 @@ class Command(BaseCommand):
         if outcome.version_id:
             serial = cert.current_version.serial_hex if cert.current_version else "?"
             line += f" (version {outcome.version_id}, serial {serial}, expires {cert.not_after:%Y-%m-%d})"
-        if outcome.outcome == "failed":
+        if outcome.outcome == RenewalOutcome.FAILED:
             raise CommandError(f"{line}: {outcome.error}")
-        if outcome.outcome in ("not_due", "backing_off"):
+        if outcome.outcome in (RenewalOutcome.NOT_DUE, RenewalOutcome.BACKING_OFF):
             line += " — use --force to renew anyway"
         self.stdout.write(line)
