@@ -172,8 +172,9 @@ def _canary(deployment: Deployment, timeout: float) -> None:
         previous = current_version(version.rule_set.kind, group)
         prev_map = dict(deployment.previous)
         prev_map.setdefault(group.name, previous.pk if previous and previous.pk != version.pk else None)
-        rv = _point(group, version, deployment)
         RuleSetVersion.objects.filter(pk=version.pk, state=VersionState.APPROVED).update(state=VersionState.CANARY)
+        version.refresh_from_db(fields=["state"])
+        rv = _point(group, version, deployment)
         _save(deployment, previous=prev_map, groups=[group.name],
               resource_versions={**deployment.resource_versions, group.name: rv.pk})
         record_event(actor_of("waf_config.run_deployment"), "waf.canary_pushed", obj=deployment,
