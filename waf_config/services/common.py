@@ -11,6 +11,10 @@ class WafError(Exception):
     """A refused operation; the message says exactly why. Nothing was changed."""
 
 
+class NotPermitted(WafError):
+    """The person lacks the role (permission) for this operation."""
+
+
 def actor_of(who: Any) -> Actor:
     """A user (person) or a name (automation)."""
     if isinstance(who, Actor):
@@ -25,6 +29,6 @@ def require_perm(who: Any, perm: str, what: str) -> None:
     if isinstance(who, str | Actor):
         return
     if who is None or not getattr(who, "is_authenticated", False):
-        raise WafError(f"{what} needs an authenticated user")
+        raise NotPermitted(f"{what} needs an authenticated user")
     if not who.has_perm(perm):
-        raise WafError(f"{who.get_username()} lacks the permission {perm!r} to {what}")
+        raise NotPermitted(f"{who.get_username()} lacks the permission {perm!r} to {what}")
