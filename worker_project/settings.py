@@ -234,9 +234,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
-# WAF deployments: how long the canary soaks with no NACK before the fleet gets a version, how long each push
-# may take to be ACKed; emergency rules' longest life.
-WAF_CANARY_GROUP = env_str("WAF_CANARY_GROUP", "canary") or "canary"
-WAF_SOAK_SECONDS = env_int("WAF_SOAK_SECONDS", 300)
-WAF_ACK_TIMEOUT_SECONDS = env_int("WAF_ACK_TIMEOUT_SECONDS", 120)
-WAF_EMERGENCY_MAX_SECONDS = env_int("WAF_EMERGENCY_MAX_SECONDS", 7 * 86400)
+# WAF deployments: the canary group, how long it soaks with no NACK before the fleet gets a version, how long each
+# push may take to be ACKed; emergency rules' longest life. Django settings (override per deployment or test); not
+# environment variables yet.
+WAF_CANARY_GROUP = "canary"
+WAF_SOAK_SECONDS = 300
+WAF_ACK_TIMEOUT_SECONDS = 120
+WAF_EMERGENCY_MAX_SECONDS = 7 * 86400
