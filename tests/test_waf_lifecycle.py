@@ -124,3 +124,23 @@ def test_one_open_request_per_subject() -> None:
     p = people()
     version = replayed(p)
     assert submit_for_approval(version, p.alice).pk == submit_for_approval(version, p.alice).pk
+
+
+def test_builders_only_ever_return_validated_approved_content() -> None:
+    from gateways.models import GatewayGroup, ResourceVersion
+    from gateways.services import InvalidResource, publish_desired_state
+    from waf_config.models import GroupVersion
+
+    p = people()
+    group = GatewayGroup.objects.get(name="default")
+    with pytest.raises(InvalidResource, match="no waf_rules version"):
+        publish_desired_state("waf_rules", group)
+    bad = create_version(waf_rule_set(), LOOKAROUND, p.alice)
+    GroupVersion.objects.create(group=group, kind="waf_rules", version=bad)  # pointed at by a bug or by hand
+    with pytest.raises(InvalidResource, match="only a validated, approved version"):
+        publish_desired_state("waf_rules", group)
+    # even a row whose stored status was forged is validated again before it is built
+    RuleSetVersion.objects.filter(pk=bad.pk).update(state="deployed", validation_status="valid")
+    with pytest.raises(InvalidResource, match="does not validate"):
+        publish_desired_state("waf_rules", group)
+    assert not ResourceVersion.objects.filter(resource_type="waf_rules").exists()
