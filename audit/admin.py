@@ -5,6 +5,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from audit import approvals
 from audit.models import ApprovalRequest, AuditEvent, JobRun
@@ -42,7 +44,17 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
     list_filter = ("state", "action", ("created_at", admin.DateFieldListFilter))
     search_fields = ("summary", "requested_by_name", "justification", "comment", "subject_id")
     list_select_related = ("decided_by",)
-    readonly_fields = [f.name for f in ApprovalRequest._meta.fields]
+    readonly_fields = ["subject", *(f.name for f in ApprovalRequest._meta.fields)]
+
+    @admin.display(description="subject (what is to be approved)")
+    def subject(self, obj: ApprovalRequest) -> str:
+        app_label, _, model = obj.subject_type.partition(".")
+        try:
+            link = reverse(f"admin:{app_label}_{model}_change", args=[obj.subject_id])
+        except NoReverseMatch:
+            return f"{obj.subject_type}:{obj.subject_id}"
+        return format_html('<a href="{}">{}</a> (its page shows the details: findings, reports, checks)', link,
+                           obj.summary or obj.subject_id)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -83,6 +83,7 @@ def test_admin_approval_button_refuses_the_requester(client) -> None:
     url = f"/admin/audit/approvalrequest/{request.pk}/change/"
     page = client.get(url)
     assert page.status_code == 200 and 'name="_approve"' in page.content.decode()
+    assert f"/admin/waf_config/rulesetversion/{version.pk}/change/" in page.content.decode()  # the subject
     res = client.post(url, {"_approve": "Approve", "decision_comment": "self"}, follow=True)
     assert "cannot approve it" in res.content.decode()
     assert ApprovalRequest.objects.get(pk=request.pk).state == "pending"

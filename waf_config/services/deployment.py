@@ -108,6 +108,10 @@ def start_deployment(version: RuleSetVersion, user: Any, *, canary_group: Gatewa
         if canary_group is None:
             raise WafError(f"there is no canary group {settings.WAF_CANARY_GROUP!r} (create it, or name another)")
     with transaction.atomic():
+        if connection.vendor == "postgresql":  # two starts at once: the second sees the first's row
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                            [zlib.crc32(b"waf-deployment-start") - 2**31, zlib.crc32(kind.encode()) - 2**31])
         busy = Deployment.objects.select_for_update().filter(version__rule_set__kind=kind,
                                                              state__in=ACTIVE_DEPLOYMENT_STATES).first()
         if busy is not None:
