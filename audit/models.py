@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -79,3 +80,47 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} [{self.state}] {self.task_id}"
+
+
+class ApprovalState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class ApprovalRequest(models.Model):
+    """A change that waits for a second person (four eyes), for any app: a WAF rule-set version, a certificate
+    request, a revocation… The subject is referenced generically (``subject_type`` = the model's label, as in
+    AuditEvent) so this app imports no other. Decided only through ``audit.approvals`` (approve/reject), which
+    refuses a decision by the requester whatever the entry point (admin, command, API)."""
+
+    subject_type = models.CharField(max_length=100, help_text="app_label.model of the subject")
+    subject_id = models.CharField(max_length=100)
+    action = models.CharField(max_length=100, help_text="what is approved, e.g. waf_config.deploy_version")
+    permission = models.CharField(max_length=150, blank=True, help_text="Django permission an approver needs")
+    summary = models.CharField(max_length=500, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    requested_by_name = models.CharField(max_length=150, help_text="username, or the automation's name")
+    justification = models.TextField(blank=True)
+    state = models.CharField(max_length=16, choices=ApprovalState.choices, default=ApprovalState.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # one open request per subject and action (request_approval returns the open one)
+            models.UniqueConstraint(fields=["subject_type", "subject_id", "action"],
+                                    condition=models.Q(state="pending"), name="uniq_pending_approval"),
+        ]
+        indexes = [
+            # admin queue: pending first, newest first; "requests for this object"
+            models.Index(fields=["state", "-created_at"], name="approval_state_idx"),
+            models.Index(fields=["subject_type", "subject_id"], name="approval_subject_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.subject_type}:{self.subject_id} [{self.state}]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import re
@@ -216,8 +217,33 @@ class Applier:
 
     def _apply_emergency_rules(self, res: pb.EmergencyRuleSet, tx: Transaction) -> None:
         path = self._dir(self.cfg.emergency_file, "emergency_file")
+        if path.suffix == ".conf":  # an nginx include (in http {}): the data plane enforces IP/CIDR blocks itself
+            tx.write(path, render_access_rules(res).encode())
+            return
         data = json_format.MessageToDict(res, preserving_proto_field_name=True)
         tx.write(path, yaml.safe_dump(data, sort_keys=True).encode())
+
+
+def render_access_rules(res: pb.EmergencyRuleSet) -> str:
+    """IP and CIDR block rules as nginx ``deny`` entries for the ``http {}`` context (every server inherits them).
+
+    Count-only (``log``) rules and patterns are listed as comments: nginx has no count-only deny, and patterns are
+    the Gateway's to match. Values are parsed as networks first, so nothing else can reach the nginx config.
+    """
+    lines = ["# rendered by gateway-agent from the Worker's emergency rules; do not edit\n"]
+    for rule in res.rules:
+        if rule.kind not in ("ip", "cidr"):
+            lines.append(f"# {rule.id}: {rule.kind} rule, matched by the Gateway, not by nginx\n")
+            continue
+        try:
+            net = ipaddress.ip_network(rule.value, strict=False)
+        except ValueError:
+            raise ApplyError(f"emergency rule {rule.id!r}: {rule.value!r} is not an IP or CIDR") from None
+        if rule.action == "block":
+            lines.append(f"deny {net};\n")
+        else:
+            lines.append(f"# {rule.id}: count only ({rule.action}) {net}\n")
+    return "".join(lines)
 
 
 def journal_line(update: pb.ResourceUpdate, result: str) -> str:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 APPS = ("audit", "waf_config", "logpipeline", "analytics", "integrations")
 READ_ONLY = {
-    "audit.auditevent", "audit.jobrun", "waf_config.rulesetversion", "waf_config.replayrun", "waf_config.approval",
+    "audit.auditevent", "audit.jobrun", "waf_config.rulesetversion", "waf_config.replayrun", "audit.approvalrequest",
     "waf_config.deployment", "logpipeline.requestlog", "logpipeline.securityevent", "logpipeline.logarchive",
     "analytics.trafficrollup", "analytics.report", "integrations.notification", "integrations.threatindicator",
 }

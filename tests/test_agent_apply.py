@@ -65,3 +65,29 @@ def test_checksum_mismatch_is_rejected(cfg: AgentConfig) -> None:
     u.checksum = "0" * 64
     with pytest.raises(ApplyError, match="checksum mismatch"):
         Applier(cfg).apply(u)
+
+
+def test_emergency_rules_render_as_nginx_denies_when_the_file_is_an_include(tmp_path: Path) -> None:
+    cfg = AgentConfig(state_dir=str(tmp_path / "s"), emergency_file=str(tmp_path / "access.conf"))
+    rules = {"rules": [
+        {"id": "1", "kind": "ip", "value": "127.0.0.5", "action": "block", "expires_at": 1, "reason": "r"},
+        {"id": "2", "kind": "cidr", "value": "10.1.0.0/16", "action": "block", "expires_at": 1, "reason": "r"},
+        {"id": "3", "kind": "ip", "value": "10.9.9.9", "action": "log", "expires_at": 1, "reason": "count"},
+        {"id": "4", "kind": "pattern", "value": "uri:^/wp-", "action": "block", "expires_at": 1, "reason": "r"},
+    ]}
+    Applier(cfg).apply(update("emergency_rules", rules))
+    text = (tmp_path / "access.conf").read_text()
+    assert [line for line in text.splitlines() if not line.startswith("#")] == ["deny 127.0.0.5/32;",
+                                                                               "deny 10.1.0.0/16;"]
+    assert "count only" in text and "pattern rule" in text
+    bad = {"rules": [{"id": "5", "kind": "ip", "value": "1.2.3.4; include /etc/passwd", "action": "block"}]}
+    with pytest.raises(ApplyError, match="not an IP"):
+        Applier(cfg).apply(update("emergency_rules", bad, 2))
+    assert (tmp_path / "access.conf").read_text() == text  # nothing written
+
+
+def test_emergency_rules_stay_yaml_for_a_yaml_file(tmp_path: Path) -> None:
+    cfg = AgentConfig(state_dir=str(tmp_path / "s"), emergency_file=str(tmp_path / "emergency.yaml"))
+    Applier(cfg).apply(update("emergency_rules", {"rules": [{"id": "1", "kind": "ip", "value": "127.0.0.5",
+                                                            "action": "block"}]}))
+    assert "127.0.0.5" in (tmp_path / "emergency.yaml").read_text()

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class WafConfigConfig(AppConfig):
     name = "waf_config"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # the push plane builds "waf_rules", "config" and "emergency_rules" with these; approvals of versions are
+        # decided through audit.approvals, which calls back here
+        from waf_config.services import deployment, emergency, versions
+
+        deployment.register_resources()
+        emergency.register_resources()
+        versions.register()

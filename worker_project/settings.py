@@ -118,6 +118,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "rest_framework",
+    "rest_framework.authtoken",
     "audit",
     "gateways",
     "certificates",
@@ -223,3 +225,23 @@ LOGGING = {
 from worker_project.sentry import init_sentry  # noqa: E402  (after settings values exist)
 
 init_sentry(SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+
+# JSON API (Django REST framework): token or session auth, Django model permissions (the roles admin uses).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+
+# WAF deployments: the canary group, how long it soaks with no NACK before the fleet gets a version, how long each
+# push may take to be ACKed; emergency rules' longest life. Django settings (override per deployment or test); not
+# environment variables yet.
+WAF_CANARY_GROUP = "canary"
+WAF_SOAK_SECONDS = 300
+WAF_ACK_TIMEOUT_SECONDS = 120
+WAF_EMERGENCY_MAX_SECONDS = 7 * 86400

@@ -1,8 +1,11 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.static import serve
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
 
+from audit.api import ApprovalRequestViewSet
 from worker_project import views
 
 urlpatterns = [
@@ -10,7 +13,13 @@ urlpatterns = [
     path("ready", views.ready, name="ready"),
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    path("api/token/", obtain_auth_token, name="api-token"),
+    path("api/waf/", include("waf_config.urls")),
 ]
+
+approvals_router = DefaultRouter()
+approvals_router.register("approvals", ApprovalRequestViewSet, basename="approval")
+urlpatterns.append(path("api/", include(approvals_router.urls)))
 
 if settings.SERVE_STATIC:
     # Only the admin's CSS/JS, collected into STATIC_ROOT: small and cacheable, so no separate static server.
