@@ -131,6 +131,21 @@ def _float_or_none(value: Any) -> float | None:
         raise ParseError(f"not a number: {str(value)[:40]!r}") from None
 
 
+def _scrub(value: Any) -> Any:
+    """Strings from JSON may hold lone surrogates (``"\\ud800"``) no database or Redis accepts: replace them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", errors="replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
 class Parser:
     """Parses records for one source; holds the proxy trust and the clock used to refuse future timestamps."""
 
@@ -141,6 +156,7 @@ class Parser:
 
     def parse(self, record: Any, fmt: str) -> LogEvent | None:
         if isinstance(record, dict):
+            record = _scrub(record)
             if fmt == "gateway-entry" or (fmt == "auto" and ("gateway_id" in record or "source_ip" in record)):
                 return self.gateway_entry(record)
             if fmt in ("auto", "json"):
@@ -215,6 +231,7 @@ class Parser:
             raise ParseError("invalid JSON") from None
         if not isinstance(record, dict):
             raise ParseError("JSON that is not an object")
+        record = _scrub(record)
         if "gateway_id" in record or "source_ip" in record:
             return self.gateway_entry(record)
         return self.json_record(record)

@@ -92,7 +92,7 @@ def default_engine() -> Engine:
 
 def _excerpt(record: Any) -> str:
     if isinstance(record, bytes):
-        return repr(record[:EXCERPT_CHARS])
+        return repr(record[:EXCERPT_CHARS])[:EXCERPT_CHARS]
     return str(record)[:EXCERPT_CHARS]
 
 
