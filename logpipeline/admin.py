@@ -255,7 +255,7 @@ class ImportCheckpointAdmin(ReadOnlyAdmin):
 
 @admin.register(LogArchive)
 class LogArchiveAdmin(ReadOnlyAdmin):
-    list_display = ("period_start", "period_end", "rows", "bytes", "path", "sha256", "created_at")
+    list_display = ("period_start", "period_end", "part", "rows", "bytes", "path", "sha256", "created_at")
     search_fields = ("path", "sha256")
     date_hierarchy = "period_start"
 

@@ -264,6 +264,7 @@ class LogArchive(models.Model):
 
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
+    part = models.PositiveIntegerField(default=0, help_text="rows of a period stored after its first archive")
     path = models.CharField(max_length=500)
     sha256 = models.CharField(max_length=64)
     rows = models.PositiveBigIntegerField()
@@ -271,7 +272,9 @@ class LogArchive(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["period_start", "period_end"], name="uniq_archive_period")]
+        constraints = [
+            models.UniqueConstraint(fields=["period_start", "period_end", "part"], name="uniq_archive_period_part"),
+        ]
 
     def __str__(self) -> str:
         return self.path

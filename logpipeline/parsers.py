@@ -153,17 +153,20 @@ class Parser:
         self.instance = instance
         self.trust = trust
         self.now = now
+        self.envelope_fmt = "auto"
 
     def parse(self, record: Any, fmt: str) -> LogEvent | None:
+        # a shipper's envelope ({"message": line} / {"log": line}) around a line of a text format is parsed as that
+        self.envelope_fmt = fmt if fmt in ("nginx-combined", "gateway-text") else "auto"
         if isinstance(record, dict):
             record = _scrub(record)
             if fmt == "gateway-entry" or (fmt == "auto" and ("gateway_id" in record or "source_ip" in record)):
                 return self.gateway_entry(record)
-            if fmt in ("auto", "json"):
-                return self.json_record(record)
-            raise ParseError(f"a JSON object where {fmt} text was expected")
+            return self.json_record(record)
         if not isinstance(record, str):
             raise ParseError("not text")
+        if fmt in ("nginx-combined", "gateway-text") and record[:1] == "{":
+            return self.json_line(record)
         return self.text(record, fmt)
 
     def text(self, line: str, fmt: str) -> LogEvent | None:
@@ -239,7 +242,9 @@ class Parser:
     def json_record(self, record: dict[str, Any]) -> LogEvent | None:
         wrapped = record.get("message", record.get("log"))
         if isinstance(wrapped, str) and not any(k in record for k in ("status", "status_code", "request_uri")):
-            return self.text(wrapped, "auto")  # a shipper's envelope around a raw line
+            return self.text(wrapped, self.envelope_fmt)  # a shipper's envelope around a raw line
+        if self.envelope_fmt != "auto":
+            raise ParseError(f"a JSON object where {self.envelope_fmt} text was expected")
         ts = self._record_time(record)
         peer_raw = record.get("remote_addr", record.get("client_ip", record.get("source_ip")))
         peer = normalise_ip(str(peer_raw)) if peer_raw is not None else None

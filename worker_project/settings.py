@@ -194,7 +194,6 @@ CELERY_TASK_ROUTES = {
     "certificates.*": {"queue": "certificates"},
     "waf_config.*": {"queue": "config"},
     "gateways.*": {"queue": "config"},
-    "logpipeline.archive_request_logs": {"queue": "maintenance"},
     "logpipeline.purge_request_logs": {"queue": "maintenance"},
     "logpipeline.*": {"queue": "logs"},
     "analytics.*": {"queue": "analytics"},

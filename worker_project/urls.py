@@ -3,12 +3,14 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.static import serve
 
+from logpipeline import http as log_intake
 from worker_project import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("metrics", views.metrics, name="metrics"),
+    path("logs/ingest", log_intake.intake, name="log-intake"),  # Vector / Fluent Bit HTTP sinks (docs/logs.md)
     path("admin/", admin.site.urls),
 ]
 
