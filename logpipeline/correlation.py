@@ -28,66 +28,116 @@ from django.conf import settings
 from logpipeline.detectors import Config, DetectorConfig, is_sensitive_path, load_config, payload_class
 from logpipeline.events import LogEvent
 
-# ARGV: n, then n groups. Group "c": key, bucket, incr, win, base, ttl -> {cur, prev}.
-# Group "i" (per instance too): key, bucket, incr, win, ttl, instance -> {cur, max_instance, "inst=n,..."}.
-# Group "d" (distinct): prefix, bucket, win, ttl, m, members... -> {distinct}.
+# One group per (detector, subject) key, its increments for every bucket the batch touched (ascending). Each
+# group returns only the buckets whose window crossed the group's threshold, so a quiet batch returns little.
+#   c: key, win, base, ttl, thr, "bucket incr,..."                -> {{b, cur, prev}, ...}  (prev: baseline span)
+#   e: key, win, ttl, thr, "bucket errors total,..."              -> {{b, errors, total}, ...}
+#   i: key, win, ttl, thr, m, m x (bucket, instance, incr)        -> {{b, cur, busiest, "inst=n,..."}, ...}
+#   d: prefix, win, ttl, thr, m, m x (bucket, k, k x member)      -> {{b, distinct}, ...}
 _APPLY = """
 local out = {}
 local i = 2
+local function window(t, b, from, to)
+  local s = 0
+  for x = b - to + 1, b - from do s = s + (t[x] or 0) end
+  return s
+end
 for g = 1, tonumber(ARGV[1]) do
-  local kind = ARGV[i]
-  if kind == 'c' then
-    local key, b, incr = ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
-    local win, base, ttl = tonumber(ARGV[i+4]), tonumber(ARGV[i+5]), tonumber(ARGV[i+6])
-    if incr > 0 then redis.call('HINCRBY', key, b, incr) end
-    redis.call('EXPIRE', key, ttl)
-    local vals = redis.call('HGETALL', key)
-    local cur, prev = 0, 0
-    for j = 1, #vals, 2 do
-      local fb, c = tonumber(vals[j]), tonumber(vals[j+1])
-      if fb > b - win and fb <= b then cur = cur + c
-      elseif fb > b - win - base and fb <= b - win then prev = prev + c
-      elseif fb <= b - win - base then redis.call('HDEL', key, vals[j]) end
+  local kind, key = ARGV[i], ARGV[i+1]
+  local res = {}
+  if kind == 'c' or kind == 'e' then
+    local win, base, ttl, thr, cells
+    if kind == 'c' then
+      win, base, ttl, thr, cells = tonumber(ARGV[i+2]), tonumber(ARGV[i+3]), ARGV[i+4], tonumber(ARGV[i+5]), ARGV[i+6]
+      i = i + 7
+    else
+      win, base, ttl, thr, cells = tonumber(ARGV[i+2]), 0, ARGV[i+3], tonumber(ARGV[i+4]), ARGV[i+5]
+      i = i + 6
     end
-    out[g] = {cur, prev}
-    i = i + 7
+    local buckets = {}
+    if kind == 'c' then
+      for b, n in string.gmatch(cells, '(%-?%d+) (%d+)') do
+        buckets[#buckets + 1] = tonumber(b)
+        redis.call('HINCRBY', key, b, n)
+      end
+    else
+      for b, e, n in string.gmatch(cells, '(%-?%d+) (%d+) (%d+)') do
+        buckets[#buckets + 1] = tonumber(b)
+        if e ~= '0' then redis.call('HINCRBY', key, b, e) end
+        redis.call('HINCRBY', key, 't' .. b, n)
+      end
+    end
+    redis.call('EXPIRE', key, ttl)
+    local first = buckets[1]
+    local vals = redis.call('HGETALL', key)
+    local t, tot = {}, {}
+    for x = 1, #vals, 2 do
+      local f = vals[x]
+      local total = string.sub(f, 1, 1) == 't'
+      local fb = tonumber(total and string.sub(f, 2) or f)
+      if fb <= first - win - base - 2 then redis.call('HDEL', key, f)
+      elseif total then tot[fb] = tonumber(vals[x+1])
+      else t[fb] = tonumber(vals[x+1]) end
+    end
+    for _, b in ipairs(buckets) do
+      local cur = window(t, b, 0, win)
+      if cur >= thr then
+        if kind == 'c' then res[#res + 1] = {b, cur, base > 0 and window(t, b, win, win + base) or 0}
+        else res[#res + 1] = {b, cur, window(tot, b, 0, win)} end
+      end
+    end
   elseif kind == 'i' then
-    local key, b, incr = ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
-    local win, ttl, inst = tonumber(ARGV[i+4]), tonumber(ARGV[i+5]), ARGV[i+6]
-    redis.call('HINCRBY', key, b, incr)
-    redis.call('HINCRBY', key, b .. '|' .. inst, incr)
+    local win, ttl, thr, m = tonumber(ARGV[i+2]), ARGV[i+3], tonumber(ARGV[i+4]), tonumber(ARGV[i+5])
+    local j = i + 6
+    local buckets = {}
+    for n = 0, m - 1 do
+      local b, inst, incr = ARGV[j + n * 3], ARGV[j + n * 3 + 1], ARGV[j + n * 3 + 2]
+      buckets[#buckets + 1] = tonumber(b)
+      redis.call('HINCRBY', key, b, incr)
+      redis.call('HINCRBY', key, b .. '|' .. inst, incr)
+    end
     redis.call('EXPIRE', key, ttl)
     local vals = redis.call('HGETALL', key)
-    local cur, per = 0, {}
-    for j = 1, #vals, 2 do
-      local f, c = vals[j], tonumber(vals[j+1])
-      local bar = string.find(f, '|', 1, true)
-      local fb = tonumber(bar and string.sub(f, 1, bar - 1) or f)
-      if fb > b - win and fb <= b then
-        if bar then
-          local name = string.sub(f, bar + 1)
-          per[name] = (per[name] or 0) + c
-        else cur = cur + c end
-      elseif fb <= b - win then redis.call('HDEL', key, f) end
+    for _, b in ipairs(buckets) do
+      local cur, per = 0, {}
+      for x = 1, #vals, 2 do
+        local f, c = vals[x], tonumber(vals[x+1])
+        local bar = string.find(f, '|', 1, true)
+        local fb = tonumber(bar and string.sub(f, 1, bar - 1) or f)
+        if fb > b - win and fb <= b then
+          if bar then
+            local name = string.sub(f, bar + 1)
+            per[name] = (per[name] or 0) + c
+          else cur = cur + c end
+        end
+      end
+      if cur >= thr then
+        local top, parts = 0, {}
+        for name, c in pairs(per) do
+          if c > top then top = c end
+          parts[#parts + 1] = name .. '=' .. c
+        end
+        res[#res + 1] = {b, cur, top, table.concat(parts, ',')}
+      end
     end
-    local top, parts = 0, {}
-    for name, c in pairs(per) do
-      if c > top then top = c end
-      parts[#parts + 1] = name .. '=' .. c
-    end
-    out[g] = {cur, top, table.concat(parts, ',')}
-    i = i + 7
+    i = j + m * 3
   else
-    local prefix, b, win, ttl, m = ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3]), tonumber(ARGV[i+4]),
-      tonumber(ARGV[i+5])
-    local key = prefix .. ':' .. b
-    redis.call('PFADD', key, unpack(ARGV, i + 6, i + 5 + m))
-    redis.call('EXPIRE', key, ttl)
-    local keys = {}
-    for fb = b - win + 1, b do keys[#keys + 1] = prefix .. ':' .. fb end
-    out[g] = {redis.call('PFCOUNT', unpack(keys))}
-    i = i + 6 + m
+    local win, ttl, thr, m = tonumber(ARGV[i+2]), ARGV[i+3], tonumber(ARGV[i+4]), tonumber(ARGV[i+5])
+    local j = i + 6
+    for n = 1, m do
+      local b, k = tonumber(ARGV[j]), tonumber(ARGV[j+1])
+      local hll = key .. ':' .. b
+      redis.call('PFADD', hll, unpack(ARGV, j + 2, j + 1 + k))
+      redis.call('EXPIRE', hll, ttl)
+      local keys = {}
+      for fb = b - win + 1, b do keys[#keys + 1] = key .. ':' .. fb end
+      local distinct = redis.call('PFCOUNT', unpack(keys))
+      if distinct >= thr then res[#res + 1] = {b, distinct} end
+      j = j + 2 + k
+    end
+    i = j
   end
+  out[g] = res
 end
 return out
 """
@@ -147,6 +197,21 @@ class _Evidence:
             self.samples.append(f"{event.instance} {event.client_ip or '-'} {what}")
 
 
+@dataclass
+class _Batch:
+    """A batch reduced in the process: increments per (detector, subject) and bucket, and the evidence."""
+
+    counts: defaultdict[tuple[DetectorConfig, str], Counter[int]] = field(
+        default_factory=lambda: defaultdict(Counter))
+    ratios: defaultdict[tuple[DetectorConfig, str], defaultdict[int, list[int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: [0, 0])))
+    per_instance: defaultdict[tuple[DetectorConfig, str], Counter[tuple[int, str]]] = field(
+        default_factory=lambda: defaultdict(Counter))
+    distinct: defaultdict[tuple[DetectorConfig, str], defaultdict[int, set[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+    evidence: defaultdict[tuple[str, str], _Evidence] = field(default_factory=lambda: defaultdict(_Evidence))
+
+
 class Engine:
     """Feeds batches of events to the detectors; returns the detections that fired in this batch."""
 
@@ -162,31 +227,31 @@ class Engine:
         config = self.fixed_config or load_config()
         if not config.detectors or not events:
             return []
-        counts: Counter[tuple[DetectorConfig, str, int]] = Counter()
-        per_instance: Counter[tuple[DetectorConfig, str, int, str]] = Counter()
-        distinct: dict[tuple[DetectorConfig, str, int], set[str]] = defaultdict(set)
-        evidence: dict[tuple[str, str], _Evidence] = defaultdict(_Evidence)
-        self._count(config, events, counts, per_instance, distinct, evidence)
-        return self._evaluate(counts, per_instance, distinct, evidence)
+        batch = _Batch()
+        self._count(config, events, batch)
+        return self._evaluate(batch)
 
     # --- reduce a batch in the process --------------------------------------------------------------------------
 
-    def _count(self, config: Config, events: list[LogEvent], counts: Counter[Any], per_instance: Counter[Any],
-               distinct: dict[Any, set[str]], evidence: dict[tuple[str, str], _Evidence]) -> None:
+    def _count(self, config: Config, events: list[LogEvent], batch: _Batch) -> None:
         logins = config.by_kind("login_bruteforce")
         probing = config.by_kind("path_probing")
         payloads = {d.params.get("class"): d for d in config.by_kind("payload")}
         networks = config.by_kind("distributed_probing")
         agents = config.by_kind("bad_user_agent")
         blocks = config.by_kind("waf_block_burst")
-        routes = config.by_kind("error_rate") + config.by_kind("traffic_spike")
+        errors = config.by_kind("error_rate")
+        spikes = config.by_kind("traffic_spike")
         login_methods = {m.upper() for d in logins for m in d.params.get("methods", ["POST"])}
         login_statuses = {int(s) for d in logins for s in d.params.get("statuses", [401, 403])}
         login_paths = config.login_paths
         allowed = config.allowed
+        counts, per_instance, distinct, ratios = batch.counts, batch.per_instance, batch.distinct, batch.ratios
+        evidence = batch.evidence
+        width = {id(d): d.bucket_seconds for d in config.detectors}
 
-        def hit(det: DetectorConfig, subject: str, event: LogEvent, n: int = 1) -> None:
-            counts[(det, subject, int(event.ts) // det.bucket_seconds)] += n
+        def hit(det: DetectorConfig, subject: str, event: LogEvent) -> None:
+            counts[(det, subject)][int(event.ts) // width[id(det)]] += 1
             evidence[(det.name, subject)].add(event)
 
         for event in events:
@@ -198,15 +263,16 @@ class Engine:
                         hit(det, ip or "-", event)
                 continue
             status = event.status or 0
-            for det in routes:  # per route, allow-listed clients too: a spike is a spike
+            if spikes or errors:  # per route, allow-listed clients too: a spike is a spike
                 route = NOT_FOUND_ROUTE if status == 404 else (event.route or "/")
-                if det.kind == "traffic_spike":
-                    counts[(det, route, int(event.ts) // det.bucket_seconds)] += 1
-                else:
-                    bucket = int(event.ts) // det.bucket_seconds
-                    counts[(det, route + "\x00all", bucket)] += 1
+                for det in spikes:
+                    counts[(det, route)][int(event.ts) // width[id(det)]] += 1
+                for det in errors:
+                    cell = ratios[(det, route)][int(event.ts) // width[id(det)]]
+                    cell[1] += 1
                     if status >= 500:
-                        hit(det, route, event)
+                        cell[0] += 1
+                        evidence[(det.name, route)].add(event)
             if ip is None or is_allowed:
                 continue
             if event.waf_action == "block":
@@ -215,8 +281,7 @@ class Engine:
             if logins and status in login_statuses and event.method in login_methods and login_paths.search(
                     event.path):
                 for det in logins:
-                    bucket = int(event.ts) // det.bucket_seconds
-                    per_instance[(det, ip, bucket, event.instance)] += 1
+                    per_instance[(det, ip)][(int(event.ts) // width[id(det)], event.instance)] += 1
                     evidence[(det.name, ip)].add(event)
             probe = False
             if is_sensitive_path(event.path):
@@ -233,9 +298,9 @@ class Engine:
                         hit(det_p, ip, event)
             if probe and networks:
                 for det in networks:
-                    bucket = int(event.ts) // det.bucket_seconds
-                    counts[(det, event.network, bucket)] += 1
-                    distinct[(det, event.network, bucket)].add(ip)
+                    bucket = int(event.ts) // width[id(det)]
+                    counts[(det, event.network)][bucket] += 1
+                    distinct[(det, event.network)][bucket].add(ip)
                     evidence[(det.name, event.network)].add(event)
             if event.ua_class == "scanner":
                 for det in agents:
@@ -243,52 +308,62 @@ class Engine:
 
     # --- apply to Redis, read windows, fire ---------------------------------------------------------------------
 
-    def _evaluate(self, counts: Counter[Any], per_instance: Counter[Any], distinct: dict[Any, set[str]],
-                  evidence: dict[tuple[str, str], _Evidence]) -> list[Detection]:
+    def _evaluate(self, batch: _Batch) -> list[Detection]:
         args: list[Any] = []
-        groups: list[tuple[str, DetectorConfig, str, int]] = []
+        groups: list[tuple[str, DetectorConfig, str]] = []
         p = self.prefix
-        for (det, subject, bucket), n in sorted(counts.items(), key=lambda kv: kv[0][2]):
+
+        def ttl(det: DetectorConfig, extra_buckets: int = 0) -> int:
+            return (det.window_buckets + extra_buckets + 2) * det.bucket_seconds + 60
+
+        for (det, subject), cells in batch.counts.items():
             base = det.window_buckets * int(det.params.get("baseline_windows", 0)) if det.kind == "traffic_spike" else 0
-            ttl = (det.window_buckets + base + 2) * det.bucket_seconds + 60
-            args += ["c", f"{p}c:{det.name}:{subject}", bucket, n, det.window_buckets, base, ttl]
-            groups.append(("c", det, subject, bucket))
-        for (det, subject, bucket, instance), n in sorted(per_instance.items(), key=lambda kv: kv[0][2]):
-            ttl = (det.window_buckets + 2) * det.bucket_seconds + 60
-            args += ["i", f"{p}c:{det.name}:{subject}", bucket, n, det.window_buckets, ttl, instance]
-            groups.append(("i", det, subject, bucket))
-        for (det, subject, bucket), members in sorted(distinct.items(), key=lambda kv: kv[0][2]):
-            ttl = (det.window_buckets + 2) * det.bucket_seconds + 60
-            args += ["d", f"{p}d:{det.name}:{subject}", bucket, det.window_buckets, ttl, len(members), *members]
-            groups.append(("d", det, subject, bucket))
+            thr = int(det.params.get("min_requests", 0)) if det.kind == "distributed_probing" else det.threshold
+            packed = ",".join(f"{bucket} {cells[bucket]}" for bucket in sorted(cells))  # one argument, not 2 per cell
+            args += ["c", f"{p}c:{det.name}:{subject}", det.window_buckets, base, ttl(det, base), thr, packed]
+            groups.append(("c", det, subject))
+        for (det, subject), ratio_cells in batch.ratios.items():
+            packed = ",".join(f"{bucket} {ratio_cells[bucket][0]} {ratio_cells[bucket][1]}"
+                              for bucket in sorted(ratio_cells))
+            args += ["e", f"{p}e:{det.name}:{subject}", det.window_buckets, ttl(det), det.threshold, packed]
+            groups.append(("e", det, subject))
+        for (det, subject), instance_cells in batch.per_instance.items():
+            args += ["i", f"{p}c:{det.name}:{subject}", det.window_buckets, ttl(det), det.threshold,
+                     len(instance_cells)]
+            for (bucket, instance), n in sorted(instance_cells.items()):
+                args += [bucket, instance, n]
+            groups.append(("i", det, subject))
+        for (det, subject), sets in batch.distinct.items():
+            args += ["d", f"{p}d:{det.name}:{subject}", det.window_buckets, ttl(det), det.threshold, len(sets)]
+            for bucket in sorted(sets):
+                args += [bucket, len(sets[bucket]), *sets[bucket]]
+            groups.append(("d", det, subject))
         if not groups:
             return []
         results = self._apply(args=[len(groups), *args])
-        windows: dict[tuple[str, DetectorConfig, str, int], list[Any]] = {
-            group: result for group, result in zip(groups, results, strict=True)}
+        crossed: dict[tuple[str, DetectorConfig, str], list[list[Any]]] = {
+            group: result for group, result in zip(groups, results, strict=True) if result}
 
-        candidates: dict[tuple[str, str], Detection] = {}
-        fire_bucket: dict[tuple[str, str], tuple[DetectorConfig, int]] = {}
-        for (kind, det, subject, bucket), result in windows.items():
-            detection = self._judge(kind, det, subject, bucket, result, windows)
-            if detection is not None:
-                key = (det.name, detection.subject)
-                candidates[key] = detection  # the latest bucket of the batch wins (groups are time-ordered)
-                fire_bucket[key] = (det, bucket)
+        candidates: dict[tuple[str, str], tuple[Detection, DetectorConfig, int]] = {}
+        for (kind, det, subject), rows in crossed.items():
+            for row in rows:  # time-ordered: the first crossing bucket of the batch is reported
+                detection = self._judge(kind, det, subject, row, crossed)
+                if detection is not None:
+                    candidates.setdefault((det.name, subject), (detection, det, int(row[0])))
+                    break
         if not candidates:
             return []
         fire_args: list[Any] = []
         keys = list(candidates)
         for key in keys:
-            det, bucket = fire_bucket[key]
-            fire_args += [f"{p}f:{key[0]}:{key[1]}", bucket, det.window_buckets,
-                          (det.window_buckets + 2) * det.bucket_seconds + 60]
+            _, det, bucket = candidates[key]
+            fire_args += [f"{p}f:{key[0]}:{key[1]}", bucket, det.window_buckets, ttl(det)]
         fired = self._fire(args=[len(keys), *fire_args])
         detections = []
         for key, flag in zip(keys, fired, strict=True):
             if int(flag):
-                detection = candidates[key]
-                ev = evidence.get(key)
+                detection = candidates[key][0]
+                ev = batch.evidence.get(key)
                 if ev is not None:
                     detection.instances = detection.instances or dict(ev.instances)
                     detection.samples = ev.samples
@@ -296,51 +371,41 @@ class Engine:
                 detections.append(detection)
         return detections
 
-    def _judge(self, kind: str, det: DetectorConfig, subject: str, bucket: int, result: list[Any],
-               windows: dict[tuple[str, DetectorConfig, str, int], list[Any]]) -> Detection | None:
+    def _judge(self, kind: str, det: DetectorConfig, subject: str, row: list[Any],
+               crossed: dict[tuple[str, DetectorConfig, str], list[list[Any]]]) -> Detection | None:
         def make(event_type: str, subject_kind: str, count: int, **extra: Any) -> Detection:
             return Detection(detector=det.name, kind=det.kind, event_type=event_type, subject=subject,
                              subject_kind=subject_kind, count=count, threshold=det.threshold,
                              window_seconds=det.window_seconds, severity=det.severity, first_ts=0.0, last_ts=0.0,
                              extra=extra)
 
-        cur = int(result[0])
+        bucket, cur = int(row[0]), int(row[1])
         if kind == "i":  # login brute force: total across instances, and the busiest instance alone
-            top = int(result[1])
-            if cur < det.threshold:
-                return None
-            per = dict(part.split("=", 1) for part in (_text(result[2]) or "").split(",") if "=" in part)
+            top = int(row[2])
+            per = dict(part.split("=", 1) for part in _text(row[3]).split(",") if "=" in part)
             split = top < det.threshold
             detection = make("login_bruteforce_split" if split else "login_bruteforce", "ip", cur,
                              cross_instance=split, busiest_instance_count=top)
             detection.instances = {name: int(n) for name, n in per.items()}
             return detection
-        if kind == "d":
-            if cur < det.threshold:
+        if kind == "d":  # distinct addresses crossed; the network's probes must be enough too
+            probes = {int(r[0]): int(r[1]) for r in crossed.get(("c", det, subject), [])}
+            if bucket not in probes:
                 return None
-            total = windows.get(("c", det, subject, bucket))
-            requests = int(total[0]) if total else 0
-            if requests < int(det.params.get("min_requests", 0)):
-                return None
-            return make("distributed_probing", "network", requests, distinct_ips=cur)
+            return make("distributed_probing", "network", probes[bucket], distinct_ips=cur)
         if det.kind == "distributed_probing":
-            return None  # the count half of a distinct group, judged with it
-        if det.kind == "error_rate":
-            if subject.endswith("\x00all"):
-                return None
-            total = windows.get(("c", det, subject + "\x00all", bucket))
-            requests = int(total[0]) if total else cur
-            if cur < det.threshold or cur < float(det.params.get("ratio", 0.5)) * requests:
+            return None  # the count half, judged with the distinct half
+        if kind == "e":
+            requests = int(row[2])
+            if cur < float(det.params.get("ratio", 0.5)) * requests:
                 return None
             return make("error_rate_spike", "route", cur, requests=requests)
         if det.kind == "traffic_spike":
             base_windows = int(det.params.get("baseline_windows", 0))
-            mean = int(result[1]) / base_windows if base_windows else 0.0
-            if cur < det.threshold or cur < float(det.params.get("factor", 5)) * mean:
+            mean = int(row[2]) / base_windows if base_windows else 0.0
+            if cur < float(det.params.get("factor", 5)) * mean:
                 return None
             return make("traffic_spike", "route", cur, baseline_mean=round(mean, 1))
-        if cur < det.threshold:
-            return None
         event_type = {"path_probing": "path_probing", "bad_user_agent": "bad_user_agent",
                       "waf_block_burst": "waf_block_burst"}.get(det.kind)
         if det.kind == "payload":

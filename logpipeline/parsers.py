@@ -48,7 +48,7 @@ NGINX_JSON_LOG_FORMAT = (
 
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
                                        "Dec"), start=1)}
-_Q = r'"((?:[^"\\]|\\.)*)"'
+_Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (unrolled: no backtracking)
 _COMBINED = re.compile(
     r"^(\S+) \S+ (\S+) \[([^\]]{20,40})\] " + _Q + r" (\d{3}) (\d+|-) " + _Q + " " + _Q + r"(?: " + _Q + r")?"
 )
@@ -64,32 +64,31 @@ _WAF_MESSAGES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"ModSecurity rule (?P<rule>\S+) triggered: (?P<reason>.*)"), "modsecurity"),  # README's wording
 ]
 
-_time_cache: dict[str, float] = {}
+_day_cache: dict[str, float] = {}
 
 
 def _local_time(text: str) -> float:
-    """``10/Oct/2000:13:55:36 -0700`` to epoch seconds (cached: a busy log repeats each second many times)."""
-    cached = _time_cache.get(text)
-    if cached is not None:
-        return cached
+    """``10/Oct/2000:13:55:36 -0700`` to epoch seconds (the day and zone part is cached: it rarely changes)."""
+    day_key = text[:11] + text[20:]
+    base = _day_cache.get(day_key)
     try:
-        day, mon, year = int(text[0:2]), _MONTHS[text[3:6]], int(text[7:11])
+        if base is None:
+            day, mon, year = int(text[0:2]), _MONTHS[text[3:6]], int(text[7:11])
+            sign, off_h, off_m = text[21], int(text[22:24]), int(text[24:26])
+            if (text[2] != "/" or text[6] != "/" or text[11] != ":" or text[20] != " " or sign not in "+-"
+                    or len(text) != 26 or not 1 <= day <= calendar.monthrange(year, mon)[1]):
+                raise ValueError
+            offset = (off_h * 3600 + off_m * 60) * (1 if sign == "+" else -1)
+            base = float(calendar.timegm((year, mon, day, 0, 0, 0, 0, 0, 0)) - offset)
+            if len(_day_cache) > 4096:
+                _day_cache.clear()
+            _day_cache[day_key] = base
         hour, minute, second = int(text[12:14]), int(text[15:17]), int(text[18:20])
-        sign, off_h, off_m = text[21], int(text[22:24]), int(text[24:26])
-        if text[2] != "/" or text[6] != "/" or text[11] != ":" or sign not in "+-" or len(text) != 26:
-            raise ValueError
-        epoch = calendar.timegm((year, mon, day, hour, minute, second, 0, 0, 0))
-        # timegm normalises day 31 of February silently: check it round-trips
-        if not (1 <= day <= calendar.monthrange(year, mon)[1] and hour < 24 and minute < 60 and second < 61):
+        if hour > 23 or minute > 59 or second > 60 or text[14] != ":" or text[17] != ":":
             raise ValueError
     except (ValueError, KeyError, IndexError):
         raise ParseError("bad timestamp") from None
-    offset = (off_h * 3600 + off_m * 60) * (1 if sign == "+" else -1)
-    value = float(epoch - offset)
-    if len(_time_cache) > 4096:
-        _time_cache.clear()
-    _time_cache[text] = value
-    return value
+    return base + hour * 3600 + minute * 60 + second
 
 
 def _iso_time(text: str) -> float:
@@ -154,6 +153,10 @@ class Parser:
         self.trust = trust
         self.now = now
         self.envelope_fmt = "auto"
+        self.handlers: dict[str, Callable[[str], LogEvent | None]] = {
+            "nginx-combined": self.nginx_combined, "json": self.json_line, "gateway-text": self.gateway_text,
+            "gateway-entry": self.json_line,
+        }
 
     def parse(self, record: Any, fmt: str) -> LogEvent | None:
         # a shipper's envelope ({"message": line} / {"log": line}) around a line of a text format is parsed as that
@@ -175,12 +178,7 @@ class Parser:
             raise ParseError("empty line")
         if fmt == "auto":
             fmt = self.sniff(line)
-        handler: Callable[[str], LogEvent | None] | None = {
-            "nginx-combined": self.nginx_combined,
-            "json": self.json_line,
-            "gateway-text": self.gateway_text,
-            "gateway-entry": self.json_line,
-        }.get(fmt)
+        handler = self.handlers.get(fmt)
         if handler is None:
             raise ParseError(f"unknown format {fmt!r}")
         return handler(line)

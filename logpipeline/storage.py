@@ -29,6 +29,10 @@ def _copy_text(value: str) -> str:
     return value
 
 
+def _same(value: str) -> str:
+    return value
+
+
 def _copy_time(ts: float) -> str:
     whole = int(ts)
     prefix = _seconds.get(whole)
@@ -43,7 +47,7 @@ def _json(value: dict[str, object]) -> str:
     if not value:
         return "{}"
     # jsonb refuses \u0000
-    return _copy_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("\\u0000", ""))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("\\u0000", "")
 
 
 def _num(value: object) -> str:
@@ -60,12 +64,17 @@ def store_requests(events: list[LogEvent]) -> int:
     buffer = io.StringIO()
     write = buffer.write
     for e in events:
+        headers, metadata = _json(e.headers), _json(e.metadata)
+        free = (e.instance + e.request_id + e.method + e.host + e.uri + e.route + e.user_agent + headers + e.waf_action
+                + e.waf_rule_id + metadata)
+        escape = _copy_text if ("\\" in free or "\t" in free or "\n" in free or "\r" in free
+                                or "\x00" in free) else _same
         write("\t".join((
-            _copy_text(e.instance), _copy_time(e.ts), _copy_text(e.request_id), e.client_ip or "\\N",
-            _copy_text(e.method), _copy_text(e.host), _copy_text(e.uri), _copy_text(e.route),
+            escape(e.instance), _copy_time(e.ts), escape(e.request_id), e.client_ip or "\\N", escape(e.method),
+            escape(e.host), escape(e.uri), escape(e.route),
             _num(e.status if e.status is None or 0 <= e.status <= 32767 else None), _num(e.response_time_ms),
-            _num(e.bytes_sent), _num(e.bytes_received), _copy_text(e.user_agent), _json(e.headers),
-            _copy_text(e.waf_action), _copy_text(e.waf_rule_id), _json(e.metadata),
+            _num(e.bytes_sent), _num(e.bytes_received), escape(e.user_agent), escape(headers), escape(e.waf_action),
+            escape(e.waf_rule_id), escape(metadata),
         )))
         write("\n")
     # JSON input may carry lone surrogates ("\ud800"): replaced, never a failed batch

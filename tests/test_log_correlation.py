@@ -56,7 +56,9 @@ def test_recall_per_attack_kind_and_no_look_alike_flagged(lines, detectors, make
     detected = SecurityEvent.objects.exclude(detector="")
     assert detected.count() == len(detections) and not detected.filter(incident=None).exists()
     split = detected.get(event_type="login_bruteforce_split")
-    assert split.details["instances"] == {"gw-1": 4, "gw-2": 4, "gw-3": 4} and split.details["cross_instance"]
+    instances = split.details["instances"]  # as counted when the sum crossed the threshold
+    assert set(instances) == set(corpus.INSTANCES) and split.details["cross_instance"]
+    assert sum(instances.values()) >= 10 and max(instances.values()) < 10
     incident = Incident.objects.get(subject="45.33.2.20")
     assert incident.gateway_instances == ["gw-1", "gw-2", "gw-3"] and incident.timeline.filter(
         kind="detection").exists()
@@ -76,8 +78,10 @@ def test_split_brute_force_is_caught_only_across_instances(lines, detectors, mak
         assert any(d.subject == "45.33.1.10" for d in alone) == (instance == "gw-1")  # the plain one still is
 
     together = run(lines, make_engine(), store=False)
-    assert [(d.event_type, d.instances) for d in together if d.subject == split_ip] == [
-        ("login_bruteforce_split", {"gw-1": 4, "gw-2": 4, "gw-3": 4})]
+    caught = [d for d in together if d.subject == split_ip]
+    assert [d.event_type for d in caught] == ["login_bruteforce_split"]
+    assert sum(caught[0].instances.values()) >= threshold > max(caught[0].instances.values())
+    assert set(caught[0].instances) == set(corpus.INSTANCES)
 
 
 def test_workers_sharing_the_windows_fire_once(lines, detectors, make_engine) -> None:
