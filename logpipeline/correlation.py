@@ -251,7 +251,8 @@ class Engine:
         width = {id(d): d.bucket_seconds for d in config.detectors}
 
         def hit(det: DetectorConfig, subject: str, event: LogEvent) -> None:
-            counts[(det, subject)][int(event.ts) // width[id(det)]] += 1
+            # per-IP detectors count rare events: per instance too, so the evidence spans the whole window
+            per_instance[(det, subject)][(int(event.ts) // width[id(det)], event.instance)] += 1
             evidence[(det.name, subject)].add(event)
 
         for event in events:
@@ -380,13 +381,16 @@ class Engine:
                              extra=extra)
 
         bucket, cur = int(row[0]), int(row[1])
-        if kind == "i":  # login brute force: total across instances, and the busiest instance alone
+        if kind == "i":  # per IP: the total across instances, and the busiest instance alone
             top = int(row[2])
-            per = dict(part.split("=", 1) for part in _text(row[3]).split(",") if "=" in part)
-            split = top < det.threshold
-            detection = make("login_bruteforce_split" if split else "login_bruteforce", "ip", cur,
-                             cross_instance=split, busiest_instance_count=top)
-            detection.instances = {name: int(n) for name, n in per.items()}
+            per = {name: int(n) for name, n in (part.split("=", 1) for part in _text(row[3]).split(",") if "=" in part)}
+            if det.kind == "login_bruteforce":
+                split = top < det.threshold
+                detection = make("login_bruteforce_split" if split else "login_bruteforce", "ip", cur,
+                                 cross_instance=split, busiest_instance_count=top)
+            else:
+                detection = make(self._event_type(det), "ip" if subject != "-" else "fleet", cur)
+            detection.instances = per
             return detection
         if kind == "d":  # distinct addresses crossed; the network's probes must be enough too
             probes = {int(r[0]): int(r[1]) for r in crossed.get(("c", det, subject), [])}
@@ -406,11 +410,13 @@ class Engine:
             if cur < float(det.params.get("factor", 5)) * mean:
                 return None
             return make("traffic_spike", "route", cur, baseline_mean=round(mean, 1))
-        event_type = {"path_probing": "path_probing", "bad_user_agent": "bad_user_agent",
-                      "waf_block_burst": "waf_block_burst"}.get(det.kind)
+        return None
+
+    @staticmethod
+    def _event_type(det: DetectorConfig) -> str:
         if det.kind == "payload":
-            event_type = f"{det.params.get('class', 'payload')}_probing"
-        return make(event_type or det.kind, "ip" if subject != "-" else "fleet", cur)
+            return f"{det.params.get('class', 'payload')}_probing"
+        return det.kind
 
 
 def _text(value: Any) -> str:
