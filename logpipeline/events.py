@@ -80,8 +80,8 @@ def check_timestamp(ts: float, now: float) -> float:
 
 # --- URL, path, route -------------------------------------------------------------------------------------------
 
-_ID_SEGMENT = re.compile(
-    r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})$"
+_ID_SEGMENTS = re.compile(  # whole path segments that are ids: numbers, UUIDs, long hex
+    r"/(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})(?=/|$)"
 )
 _SLASHES = re.compile(r"/{2,}")
 
@@ -89,21 +89,23 @@ _SLASHES = re.compile(r"/{2,}")
 @lru_cache(maxsize=65536)
 def split_uri(uri: str) -> tuple[str, str]:
     """(path, route) of a request target: decoded path and its id-free template."""
-    raw_path = uri.split("?", 1)[0].split("#", 1)[0]
+    raw_path = uri.split("?", 1)[0]
+    if "#" in raw_path:
+        raw_path = raw_path.split("#", 1)[0]
     if raw_path.startswith(("http://", "https://")):  # absolute-form request target
         raw_path = "/" + raw_path.split("/", 3)[3] if raw_path.count("/") >= 3 else "/"
-    path = unquote(raw_path, errors="replace")
+    path = raw_path
     if "%" in path:
         path = unquote(path, errors="replace")
+        if "%" in path:
+            path = unquote(path, errors="replace")
     if "//" in path:
         path = _SLASHES.sub("/", path)
     while "/./" in path:
         path = path.replace("/./", "/")
     if not path.startswith("/"):
         path = "/" + path
-    segments = path.split("/")
-    route = "/".join("{id}" if _ID_SEGMENT.match(s) else s for s in segments)
-    return path, route[:300]
+    return path, _ID_SEGMENTS.sub("/{id}", path)[:300]
 
 
 def query_params(uri: str) -> dict[str, list[str]]:
