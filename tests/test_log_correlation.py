@@ -105,3 +105,46 @@ def _events(instance: str, fmt: str, group: list[str]):
 
     parser = Parser(instance, ProxyTrust([]), time.time())
     return [e for e in (parser.parse(line, fmt) for line in group) if e is not None]
+
+
+def test_concurrent_workers_on_shared_windows_fire_each_attack_once(lines, detectors, make_engine) -> None:
+    """Four threads (own Redis connections, same prefix) feed the batches at the same time: the Lua scripts keep
+    the shared windows and the once-per-window firing right."""
+    import queue
+    import threading
+
+    import redis
+    from django.conf import settings
+
+    from logpipeline.correlation import Engine
+    from logpipeline.detectors import load_config
+
+    prefix = make_engine().prefix
+    config = load_config(fresh=True)  # read here: the threads have no database connection of their own
+    work: queue.Queue = queue.Queue()
+    for instance, fmt, group in corpus.batches(lines, size=500):
+        work.put(_events(instance, fmt, group))
+    found: list[Detection] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        engine = Engine(client=redis.Redis.from_url(settings.REDIS_URL), prefix=prefix, config=config)
+        try:
+            while True:
+                try:
+                    events = work.get_nowait()
+                except queue.Empty:
+                    return
+                found.extend(engine.process(events))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    counts = Counter((d.event_type, d.subject) for d in found)
+    assert {key: counts[key] for key in corpus.EXPECTED.values()} == {key: 1 for key in corpus.EXPECTED.values()}
+    assert set(counts) == set(corpus.EXPECTED.values())
