@@ -155,3 +155,29 @@ def test_retention_archives_each_day_then_deletes(tmp_path, settings, detectors)
     late = purge_request_logs(retention_days=7)
     assert (late.archives, late.deleted_rows) == (1, 1)
     assert LogArchive.objects.filter(part=1).count() == 1
+
+
+def test_corpus_files_through_import_logs_are_detected(tmp_path, settings, detectors, redis_client) -> None:
+    """make_log_corpus writes one file per instance and format; importing them one after the other (event-time
+    windows) finds every attack kind and flags nothing else."""
+    import uuid
+
+    from logpipeline import services
+    from logpipeline.models import SecurityEvent
+    from tests.log_support import clear_prefix
+
+    settings.LOG_CORRELATION_PREFIX = f"lp-test:{uuid.uuid4().hex[:12]}:"
+    services._engine = None  # the process-wide engine picks the prefix up
+    try:
+        call_command("make_log_corpus", str(tmp_path), "--seed", "5", "--benign-lines", "3000", stdout=io.StringIO())
+        assert (tmp_path / "labels.ndjson").exists() and (tmp_path / "expected.json").exists()
+        for path in sorted(tmp_path.glob("gw-*.log")):
+            instance, fmt, _ = path.name.split(".", 2)
+            call_command("import_logs", str(path), "--format", fmt, "--instance", instance, stdout=io.StringIO(),
+                         stderr=io.StringIO())
+        found = set(SecurityEvent.objects.exclude(detector="").values_list("event_type", "subject"))
+        expected = json.loads((tmp_path / "expected.json").read_text())
+        assert {(e["event_type"], e["subject"]) for e in expected.values()} == found
+    finally:
+        clear_prefix(redis_client, settings.LOG_CORRELATION_PREFIX)
+        services._engine = None
