@@ -1,5 +1,5 @@
 """A Gateway fleet for certificate tests: run_grpc in a thread and one gateway-agent driving a real nginx,
-started with the push plane's own test helpers (gateways/testing.py)."""
+started with the push plane's own test helpers (tests/push_support.py)."""
 
 from __future__ import annotations
 

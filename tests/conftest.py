@@ -9,7 +9,9 @@ import pytest
 import redis
 from django.conf import settings
 
-pytest_plugins = ["tests.peers.nginx", "tests.peers.pebble", "tests.peers.bind", "tests.peers.ari_proxy"]
+pytest_plugins = [
+    "tests.peers.nginx", "tests.peers.pebble", "tests.peers.bind", "tests.peers.ari_proxy", "tests.log_support",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -99,6 +99,19 @@ try:
     CERT_CHALLENGE_ACK_TIMEOUT = env_float("CERT_CHALLENGE_ACK_TIMEOUT", 30.0)  # Gateways serving HTTP-01 tokens
     CERT_TEST_HOLD = env_str("CERT_TEST_HOLD", "") if WORKER_ENV == "test" else ""  # crash tests only: "step:secs"
 
+    # Log pipeline (docs/logs.md)
+    LOG_TRUSTED_PROXIES = env_list("LOG_TRUSTED_PROXIES", [])  # CIDRs whose X-Forwarded-For is believed
+    LOG_MAX_LINE_BYTES = env_int("LOG_MAX_LINE_BYTES", 65536)  # a longer line is malformed, never parsed
+    LOG_MALFORMED_SAMPLES = env_int("LOG_MALFORMED_SAMPLES", 20)  # newest rejected lines kept per source
+    LOG_INTAKE_MAX_BODY_BYTES = env_int("LOG_INTAKE_MAX_BODY_BYTES", 16 * 1024 * 1024)  # HTTP door, decompressed
+    LOG_INTAKE_MAX_INFLIGHT = env_int("LOG_INTAKE_MAX_INFLIGHT", 4)  # HTTP batches in progress fleet-wide
+    LOG_INTAKE_RETRY_AFTER_SECONDS = env_int("LOG_INTAKE_RETRY_AFTER_SECONDS", 5)
+    LOG_CORRELATION_PREFIX = env_str("LOG_CORRELATION_PREFIX", "lp:") or "lp:"  # Redis key prefix of windows
+    LOG_INCIDENT_MERGE_HOURS = env_int("LOG_INCIDENT_MERGE_HOURS", 24)  # same subject within: same incident
+    LOG_REQUEST_RETENTION_DAYS = env_int("LOG_REQUEST_RETENTION_DAYS", 7)  # RequestLog rows kept for replay
+    LOG_ARCHIVE_DIR = env_str("LOG_ARCHIVE_DIR", str(VAR_DIR / "log-archive"))
+    LOG_ARCHIVE_ENABLED = env_bool("LOG_ARCHIVE_ENABLED", True)  # archive a day before its rows are deleted
+
     # Job history
     JOB_HISTORY_RETENTION_DAYS = env_int("JOB_HISTORY_RETENTION_DAYS", 30)
 
@@ -187,6 +200,7 @@ CELERY_TASK_ROUTES = {
     "certificates.*": {"queue": queues.CERTIFICATES},
     "waf_config.*": {"queue": queues.CONFIG},
     "gateways.*": {"queue": queues.CONFIG},
+    "logpipeline.purge_request_logs": {"queue": queues.MAINTENANCE},
     "logpipeline.*": {"queue": queues.LOGS},
     "analytics.*": {"queue": queues.ANALYTICS},
     "integrations.*": {"queue": queues.INTEGRATIONS},

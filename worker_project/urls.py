@@ -6,12 +6,14 @@ from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from audit.api import ApprovalRequestViewSet
+from logpipeline import http as log_intake
 from worker_project import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
     path("metrics", views.metrics, name="metrics"),
+    path("logs/ingest", log_intake.intake, name="log-intake"),  # Vector / Fluent Bit HTTP sinks (docs/logs.md)
     path("admin/", admin.site.urls),
     path("api/token/", obtain_auth_token, name="api-token"),
     path("api/waf/", include("waf_config.urls")),

@@ -1,0 +1,199 @@
+"""The log intake: one entry point for every door (gRPC batches, HTTP ndjson, file import).
+
+API (what the gRPC doors in ``gateways`` call)::
+
+    from logpipeline.services import ingest
+
+    result = ingest(source_kind, instance_id, records, fmt="auto")
+    # result.accepted, result.stored, result.security_events, result.skipped, result.malformed, result.samples
+
+- ``source_kind``: which door: ``"grpc-stream"`` (push-stream log batches), ``"grpc-sendlogs"`` (the Gateway
+  draft's ``SendLogs``), ``"http"``, ``"file"``. Counters and malformed samples are kept per
+  (``instance_id``, ``source_kind``) in ``IntakeSource``.
+- ``instance_id``: the Gateway instance the sender authenticated as (its credential's name). Every event is tagged
+  with it; a record's own ``gateway_id`` never overrides it (a different one is kept as ``claimed_gateway_id``).
+- ``records``: a list of ``dict`` (a ``LogEntry`` with the proto's field names, or a JSON access-log object),
+  ``str`` (one log line) or ``bytes`` (one log line, UTF-8). ``SendLogs`` answers ``processed_count =
+  result.accepted + result.skipped`` and ``error_count = result.malformed``.
+- ``fmt``: ``"auto"`` (default), ``"nginx-combined"``, ``"json"``, ``"gateway-entry"`` or ``"gateway-text"``
+  (see ``logpipeline.parsers``).
+
+Guarantees: a malformed record (bad UTF-8, binary, longer than ``LOG_MAX_LINE_BYTES``, unparsable, a timestamp in
+the far future) is counted, sampled with its reason (the newest ``LOG_MALFORMED_SAMPLES`` per source are kept) and
+never stops the batch; every good record of the batch is stored in one transaction before ``ingest`` returns, so
+what a door acknowledges is stored. Correlation then runs on the batch (``correlate=False`` skips it) and its
+detections become security events and incidents. Raises ``ValueError`` only for a wrong ``source_kind``/``fmt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from logpipeline.correlation import Detection, Engine
+from logpipeline.events import LogEvent, ParseError, ProxyTrust
+from logpipeline.parsers import FORMATS, Parser
+from logpipeline.storage import store_requests, store_security_events
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KINDS = ("grpc-stream", "grpc-sendlogs", "http", "file")
+EXCERPT_CHARS = 300
+
+
+@dataclass
+class Malformed:
+    reason: str
+    excerpt: str
+    length: int
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0  # records that became events
+    stored: int = 0  # request rows written
+    security_events: int = 0  # Gateway WAF lines written as SecurityEvent
+    skipped: int = 0  # well-formed records that are neither (e.g. the Gateway's "server started")
+    malformed: int = 0
+    samples: list[Malformed] = field(default_factory=list)  # at most LOG_MALFORMED_SAMPLES of this batch
+    detections: list[Detection] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.accepted + self.skipped
+
+
+_trust: tuple[tuple[str, ...], ProxyTrust] | None = None
+_engine: Engine | None = None
+
+
+def proxy_trust() -> ProxyTrust:
+    global _trust
+    cidrs = tuple(settings.LOG_TRUSTED_PROXIES)
+    if _trust is None or _trust[0] != cidrs:
+        _trust = (cidrs, ProxyTrust(cidrs))
+    return _trust[1]
+
+
+def default_engine() -> Engine:
+    global _engine
+    if _engine is None:
+        _engine = Engine()
+    return _engine
+
+
+def _excerpt(record: Any) -> str:
+    if isinstance(record, bytes):
+        return repr(record[:EXCERPT_CHARS])[:EXCERPT_CHARS]
+    return str(record)[:EXCERPT_CHARS]
+
+
+def parse_records(parser: Parser, records: Sequence[Any], fmt: str, result: IngestResult,
+                  max_samples: int) -> list[LogEvent]:
+    """Turn records into events; count and sample the malformed ones."""
+    max_bytes = settings.LOG_MAX_LINE_BYTES
+    events: list[LogEvent] = []
+    append = events.append
+    parse = parser.parse
+    for record in records:
+        try:
+            if isinstance(record, bytes | bytearray | memoryview):
+                raw = bytes(record)
+                if len(raw) > max_bytes:
+                    raise ParseError(f"line longer than {max_bytes} bytes")
+                try:
+                    record = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    record = raw
+                    raise ParseError("invalid UTF-8") from None
+            elif isinstance(record, str) and len(record) > max_bytes:
+                raise ParseError(f"line longer than {max_bytes} bytes")
+            elif isinstance(record, dict) and len(str(record.get("message", ""))) > max_bytes:
+                raise ParseError(f"message longer than {max_bytes} bytes")
+            event = parse(record, fmt)
+        except ParseError as exc:
+            _malformed(result, str(exc), record, max_samples)
+            continue
+        except Exception as exc:  # a parser bug must not lose the batch: count it like bad input
+            logger.exception("log parser failed on a record")
+            _malformed(result, f"internal error: {type(exc).__name__}", record, max_samples)
+            continue
+        if event is None:
+            result.skipped += 1
+        else:
+            append(event)
+    result.accepted = len(events)
+    return events
+
+
+def _malformed(result: IngestResult, reason: str, record: Any, max_samples: int) -> None:
+    result.malformed += 1
+    if len(result.samples) < max_samples:
+        length = len(record) if isinstance(record, bytes | str) else len(str(record))
+        result.samples.append(Malformed(reason=reason[:200], excerpt=_excerpt(record), length=length))
+
+
+def ingest(source_kind: str, instance_id: str, records: Sequence[dict[str, Any] | bytes | str], fmt: str = "auto",
+           *, correlate: bool = True, store: bool = True, engine: Engine | None = None) -> IngestResult:
+    """Parse, store and correlate one batch from one source; see the module docstring."""
+    if source_kind not in SOURCE_KINDS:
+        raise ValueError(f"unknown source kind {source_kind!r}; one of {', '.join(SOURCE_KINDS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    if not instance_id:
+        raise ValueError("instance_id is required: events are tagged with the Gateway they came from")
+    instance_id = instance_id[:128]
+    result = IngestResult()
+    parser = Parser(instance_id, proxy_trust(), now=time.time())
+    events = parse_records(parser, records, fmt, result, settings.LOG_MALFORMED_SAMPLES)
+    requests = [e for e in events if e.kind == "request"]
+    security = [e for e in events if e.kind == "security"] if len(requests) != len(events) else []
+    if store:
+        with transaction.atomic():
+            result.stored = store_requests(requests)
+            result.security_events = store_security_events(security)
+            record_source(source_kind, instance_id, result)
+    if correlate and events:
+        from logpipeline.incidents import record_detections
+
+        result.detections = (engine or default_engine()).process(events)
+        if result.detections:
+            record_detections(result.detections)
+    return result
+
+
+def record_source(source_kind: str, instance_id: str, result: IngestResult) -> None:
+    """Counters and bounded malformed samples of one source, in the caller's transaction."""
+    from logpipeline.models import IntakeSource, MalformedSample
+
+    now = timezone.now()
+    updated = IntakeSource.objects.filter(instance_id=instance_id, kind=source_kind).update(
+        accepted=F("accepted") + result.accepted, malformed=F("malformed") + result.malformed,
+        batches=F("batches") + 1, last_seen=now)
+    if not updated:
+        source, _ = IntakeSource.objects.get_or_create(instance_id=instance_id, kind=source_kind,
+                                                       defaults={"first_seen": now})
+        IntakeSource.objects.filter(pk=source.pk).update(
+            accepted=F("accepted") + result.accepted, malformed=F("malformed") + result.malformed,
+            batches=F("batches") + 1, last_seen=now)
+    if not result.samples:
+        return
+    source_id = IntakeSource.objects.filter(instance_id=instance_id, kind=source_kind).values_list(
+        "pk", flat=True).get()
+    MalformedSample.objects.bulk_create([
+        MalformedSample(source_id=source_id, reason=s.reason, length=s.length,
+                        excerpt=s.excerpt.replace("\x00", "\\x00").encode("utf-8", "replace").decode())
+        for s in result.samples])
+    keep = settings.LOG_MALFORMED_SAMPLES
+    stale = list(MalformedSample.objects.filter(source_id=source_id).order_by("-id").values_list(
+        "pk", flat=True)[keep:keep + 1000])
+    if stale:
+        MalformedSample.objects.filter(pk__in=stale).delete()
