@@ -17,7 +17,12 @@ from google.protobuf.message import Message
 
 from .models import GatewayGroup, ResourceType
 
-Builder = Callable[[GatewayGroup], dict[str, Any]]
+# A builder returns the group's full state, or None when the group has none yet (e.g. no rule set deployed to it):
+# then nothing is stored and nothing is pushed for that group.
+Builder = Callable[[GatewayGroup], dict[str, Any] | None]
+# A validator owned by the app that understands the format (waf_config for waf_rules and config): it sees every
+# payload of its type before it is stored, whoever built it, and returns what is wrong (empty: nothing).
+Validator = Callable[[dict[str, Any]], list[str]]
 
 # resource type -> (proto message class, ResourceUpdate oneof field)
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -30,6 +35,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 RESOURCE_TYPES: frozenset[str] = frozenset(str(t) for t in MESSAGE_TYPES)
 
 _builders: dict[str, Builder] = {}
+_validators: dict[str, Validator] = {}
 
 
 class InvalidResource(ValueError):
@@ -42,9 +48,22 @@ def check_type(resource_type: str) -> str:
     return str(resource_type)
 
 
-def register_resource(resource_type: str, builder: Builder) -> None:
-    """Declare how to build the full state of ``resource_type`` for one group (last registration wins)."""
+def register_resource(resource_type: str, builder: Builder, validator: Validator | None = None) -> None:
+    """Declare how to build the full state of ``resource_type`` for one group (last registration wins), and
+    optionally the validator every payload of that type must pass before it is stored or pushed."""
     _builders[check_type(resource_type)] = builder
+    if validator is not None:
+        _validators[resource_type] = validator
+
+
+def validate(resource_type: str, data: dict[str, Any]) -> None:
+    """Run the registered validator of this type; what it finds is an InvalidResource (nothing stored)."""
+    validator = _validators.get(resource_type)
+    if validator is None:
+        return
+    problems = validator(data)
+    if problems:
+        raise InvalidResource(f"{resource_type} refused by its validator: " + "; ".join(problems[:5]))
 
 
 def registered_types() -> list[str]:

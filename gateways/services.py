@@ -60,6 +60,7 @@ from .resources import (
     serialize,
     summarize,
     to_message,
+    validate,
 )
 
 __all__ = [
@@ -96,7 +97,11 @@ def publish_desired_state(resource_type: str, group: GatewayGroup | None = None,
     with transaction.atomic():
         for grp in groups:
             _lock(resource_type, grp.pk)
-            message = to_message(resource_type, builder(grp))
+            data = builder(grp)
+            if data is None:  # this group has no state of this type yet: nothing to store or push
+                continue
+            validate(resource_type, data)
+            message = to_message(resource_type, data)
             payload, checksum = serialize(message)
             current = desired_version(resource_type, grp)
             if current is not None and current.checksum == checksum:
@@ -192,8 +197,8 @@ def publish_group(group: GatewayGroup, only_missing: bool = False) -> None:
             continue
         try:
             publish_desired_state(resource_type, group, actor="new-group")
-        except InvalidResource:  # one app's bad state must not keep the group from being created
-            logger.exception("could not build %s for new group %s", resource_type, group.name)
+        except InvalidResource as exc:  # one app's bad state must not keep the group from being created
+            logger.warning("could not build %s for new group %s: %s", resource_type, group.name, exc)
 
 
 @dataclass

@@ -116,23 +116,12 @@ def respond(det: DetectorConfig, detection: Detection, incident: Incident, confi
 
 
 def notify(incident: Incident, detection: Detection) -> int:
-    """A pending notification per matching channel (integrations sends them), deduplicated per incident."""
-    from integrations.models import Notification, NotificationChannel
+    """A pending notification per matching channel, through the integrations service (the only writer of those
+    rows), deduplicated per incident and detection kind."""
+    from integrations.services import Severity
+    from integrations.services import notify as send
 
-    level = SEVERITY_ORDER.get(incident.severity, 1)
-    dedupe = f"incident:{incident.pk}:{detection.event_type}"
-    created = 0
-    for channel in NotificationChannel.objects.filter(enabled=True):
-        if channel.event_kinds and "security.incident" not in channel.event_kinds:
-            continue
-        if SEVERITY_ORDER.get(channel.min_severity, 1) > level:
-            continue
-        if Notification.objects.filter(channel=channel, dedupe_key=dedupe).exists():
-            continue
-        Notification.objects.create(
-            channel=channel, event_kind="security.incident", severity=incident.severity, dedupe_key=dedupe,
-            title=incident.title[:300],
-            body={"incident": incident.pk, "event_type": detection.event_type, "subject": detection.subject,
-                  "count": detection.count, "instances": detection.instances})
-        created += 1
-    return created
+    return send("security.incident", Severity(incident.severity), incident.title[:300],
+                dedup_key=f"incident:{incident.pk}:{detection.event_type}",
+                context={"incident": incident.pk, "event_type": detection.event_type, "subject": detection.subject,
+                         "count": detection.count, "instances": detection.instances})

@@ -71,6 +71,8 @@ def running_fleet(nginx_factory: Any, tmp_path: Path, http_port: int | None = No
     """run_grpc + one connected gateway-agent (instance edge-1, group default) driving a real nginx whose
     HTTP port is ``http_port`` (the one Pebble validates HTTP-01 against) when given."""
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     for rtype, data in DEFAULT_STATE.items():  # other apps' resources, if not built yet: empty states
         if rtype not in resources._builders:
             resources.register_resource(rtype, lambda g, d=data: d)
@@ -91,3 +93,4 @@ def running_fleet(nginx_factory: Any, tmp_path: Path, http_port: int | None = No
         server.stop()
         resources._builders.clear()
         resources._builders.update(saved)
+        resources._validators.update(saved_validators)

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[ServerThread, Pki]]:
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     for rtype, data in DEFAULT_STATE.items():
         register_resource(rtype, lambda g, d=data: d)
     pki = Pki.create(tmp_path / "pki")
@@ -34,6 +36,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ServerThread, Pki]]:
         srv.stop()
         resources._builders.clear()
         resources._builders.update(saved)
+        resources._validators.update(saved_validators)
 
 
 def ignore_sigint() -> None:

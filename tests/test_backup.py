@@ -293,7 +293,7 @@ def _forget(name: str) -> None:
 @pytest.mark.django_db
 def test_an_inconsistent_backup_changes_nothing_on_a_populated_database(
         gateway_dir: Path, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
-    GatewayGroup.objects.create(name="default")
+    GatewayGroup.objects.get_or_create(name="default")
     _populate(gateway_dir)
     payload = build_payload()
     _forget("old-example-com")  # restored first (names in order), before the bad version is reached
@@ -311,7 +311,7 @@ def test_an_inconsistent_backup_changes_nothing_on_a_populated_database(
 def test_import_applies_the_renewal_policy_and_publishes(
         gateway_dir: Path, settings, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     settings.CERT_RENEW_DAYS_BEFORE = 7
-    GatewayGroup.objects.create(name="default")
+    GatewayGroup.objects.get_or_create(name="default")
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError):
         call_command("import_certificates", str(gateway_dir))  # the bad files are skipped
     www = Certificate.objects.get(name="www-example-com")

@@ -34,12 +34,15 @@ RAW = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
 @pytest.fixture
 def state() -> Iterator[dict[str, Any]]:
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     data: dict[str, Any] = dict(DEFAULT_STATE)
     for rtype in DEFAULT_STATE:
         register_resource(rtype, lambda g, t=rtype: data[t])
     yield data
     resources._builders.clear()
     resources._builders.update(saved)
+    resources._validators.update(saved_validators)
 
 
 @pytest.fixture

@@ -23,16 +23,19 @@ from gateways.tasks import reconcile_push
 @pytest.fixture
 def builders() -> Iterator[dict[str, Any]]:
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     data: dict[str, Any] = {"waf_rules": {"name": "waf-rules.yaml", "content": "rules: []\n"}}
     register_resource("waf_rules", lambda g: data["waf_rules"])
     yield data
     resources._builders.clear()
     resources._builders.update(saved)
+    resources._validators.update(saved_validators)
 
 
 @pytest.fixture
 def fleet(db: None, builders: dict[str, Any]) -> GatewayInstance:
-    group = GatewayGroup.objects.create(name="default")
+    group, _ = GatewayGroup.objects.get_or_create(name="default")
     (v,) = publish_desired_state("waf_rules", group)
     inst = GatewayInstance.objects.create(instance_id="gw-1", group=group, connected=True, last_seen=timezone.now())
     InstanceResourceState.objects.create(instance=inst, resource_type="waf_rules", sent_version=v.pk,
@@ -75,17 +78,44 @@ def test_admin_shows_fleet_and_resync_clears_parked(fleet: GatewayInstance, admi
 
 
 def test_revoke_action(fleet: GatewayInstance, admin_client: Any) -> None:
-    cred = GatewayCredential.objects.create(name="gw-1", serial="ab", fingerprint_sha256="f" * 64,
+    from audit.models import AuditEvent
+
+    cred = GatewayCredential.objects.create(name="gw-1", group=fleet.group, serial="ab", fingerprint_sha256="f" * 64,
                                             not_after=timezone.now())
-    admin_client.post("/admin/gateways/gatewaycredential/", {"action": "revoke", "_selected_action": [cred.pk]})
+    admin_client.post("/admin/gateways/gatewaycredential/", {"action": "revoke", "_selected_action": [cred.pk],
+                                                             "reason": "laptop stolen"})
     cred.refresh_from_db()
-    assert cred.revoked_at is not None
+    assert cred.revoked_at is not None and cred.revoked_reason == "laptop stolen"
+    event = AuditEvent.objects.get(action="gateway.credential_revoked")
+    assert (event.actor_type, event.object_id) == ("person", str(cred.pk))
+
+
+def test_move_action_changes_the_group_and_is_audited(fleet: GatewayInstance, admin_client: Any) -> None:
+    from audit.models import AuditEvent
+
+    canary = GatewayGroup.objects.create(name="canary")
+    cred = GatewayCredential.objects.create(name="gw-1", group=fleet.group, serial="ab", fingerprint_sha256="f" * 64,
+                                            not_after=timezone.now())
+    admin_client.post("/admin/gateways/gatewaycredential/", {"action": "move", "_selected_action": [cred.pk],
+                                                             "group": canary.pk})
+    cred.refresh_from_db()
+    fleet.refresh_from_db()
+    assert cred.group == canary and fleet.group == canary
+    assert AuditEvent.objects.get(action="gateway.credential_moved").after == {"group": "canary"}
+
+
+def test_resync_is_audited(fleet: GatewayInstance, admin_client: Any) -> None:
+    from audit.models import AuditEvent
+
+    admin_client.post("/admin/gateways/gatewayinstance/", {"action": "resync", "_selected_action": [fleet.pk]})
+    assert AuditEvent.objects.filter(action="gateway.resync", object_id=str(fleet.pk)).count() == 1
 
 
 def test_issue_gateway_cert_creates_ca_and_client_cert(db: None, tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     with override_settings(GRPC_CA_CERT=str(pki / "ca.crt"), GRPC_CA_KEY=str(pki / "ca.key"),
                            GRPC_TLS_CERT=str(pki / "server.crt"), GRPC_TLS_KEY=str(pki / "server.key")):
+        GatewayGroup.objects.get_or_create(name="default")
         call_command("issue_gateway_cert", "edge-1", "--out", str(tmp_path / "out"))
         call_command("issue_gateway_cert", "worker", "--server", "--host", "grpc.internal")
     cert = x509.load_pem_x509_certificate((tmp_path / "out/edge-1.crt").read_bytes())
@@ -116,3 +146,21 @@ def test_reconcile_task_releases_dead_replicas(fleet: GatewayInstance) -> None:
 def test_schedules_declared() -> None:
     from gateways.schedules import SCHEDULES
     assert [j.task for j in SCHEDULES] == ["gateways.reconcile_push"]
+
+
+def test_issue_gateway_cert_refuses_bad_days_and_unknown_groups(db: None, tmp_path: Path) -> None:
+    from django.core.management.base import CommandError
+
+    pki = tmp_path / "pki"
+    GatewayGroup.objects.get_or_create(name="default")
+    with override_settings(GRPC_CA_CERT=str(pki / "ca.crt"), GRPC_CA_KEY=str(pki / "ca.key")):
+        for days in ("-2", "0", "99999"):
+            with pytest.raises(CommandError, match="--days must be between 1 and 3650"):
+                call_command("issue_gateway_cert", "edge-1", "--days", days, "--out", str(tmp_path / "out"))
+        with pytest.raises(CommandError, match="no Gateway group 'nowhere'"):
+            call_command("issue_gateway_cert", "edge-1", "--group", "nowhere", "--out", str(tmp_path / "out"))
+        assert not GatewayCredential.objects.exists() and not (tmp_path / "out").exists()
+        GatewayGroup.objects.create(name="canary")
+        call_command("issue_gateway_cert", "edge-2", "--group", "canary", "--out", str(tmp_path / "out"))
+    cred = GatewayCredential.objects.get()
+    assert (cred.name, cred.group.name) == ("edge-2", "canary")

@@ -25,12 +25,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
     """Desired state per (type, group name), served by builders registered for the test only."""
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     data: dict[tuple[str, str], dict[str, Any]] = {}
     for rtype, default in DEFAULT_STATE.items():
         register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
     yield data
     resources._builders.clear()
     resources._builders.update(saved)
+    resources._validators.update(saved_validators)
 
 
 @pytest.fixture

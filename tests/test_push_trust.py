@@ -35,12 +35,15 @@ CANARY_DOMAIN = "secret.canary.example"
 @pytest.fixture
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
     saved = dict(resources._builders)
+    saved_validators = dict(resources._validators)
+    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
     data: dict[tuple[str, str], dict[str, Any]] = {}
     for rtype, default in DEFAULT_STATE.items():
         register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
     yield data
     resources._builders.clear()
     resources._builders.update(saved)
+    resources._validators.update(saved_validators)
 
 
 @pytest.fixture

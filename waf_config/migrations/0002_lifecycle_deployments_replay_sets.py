@@ -44,6 +44,11 @@ class Migration(migrations.Migration):
                 ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
+        # the constraint names reviewer: drop it first, or SQLite cannot rebuild the table without that column
+        migrations.RemoveConstraint(
+            model_name='approval',
+            name='uniq_review_per_person',
+        ),
         migrations.RemoveField(
             model_name='approval',
             name='reviewer',

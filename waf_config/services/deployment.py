@@ -59,11 +59,11 @@ def current_version(kind: str, group: GatewayGroup | str | None) -> RuleSetVersi
 # ------------------------------------------------------------------------------------------------ builders
 
 
-def _build(kind: str) -> Callable[[GatewayGroup], dict[str, Any]]:
-    def build(group: GatewayGroup) -> dict[str, Any]:
+def _build(kind: str) -> Callable[[GatewayGroup], dict[str, Any] | None]:
+    def build(group: GatewayGroup) -> dict[str, Any] | None:
         pointer = (GroupVersion.objects.filter(group=group, kind=kind).select_related("version__rule_set").first())
         if pointer is None:
-            raise InvalidResource(f"no {kind} version deployed to group {group.name} yet")
+            return None  # nothing deployed to this group yet: the push plane stores and sends nothing
         version = pointer.version
         if version.validation_status != ValidationStatus.VALID or version.state not in SERVABLE_STATES:
             raise InvalidResource(f"{version} is {version.state} (validation {version.validation_status}): "
@@ -78,9 +78,18 @@ def _build(kind: str) -> Callable[[GatewayGroup], dict[str, Any]]:
     return build
 
 
+def _validator(kind: str) -> Callable[[dict[str, Any]], list[str]]:
+    """The publish seam's own check: whoever builds a payload of this type, it must validate as the Gateway's
+    loader would accept it (FORMATS §a/§b), or the push plane stores and sends nothing."""
+    def check(data: dict[str, Any]) -> list[str]:
+        report = validate_content(kind, str(data.get("content", "")), str(data.get("name") or "rules.conf"))
+        return [f.message for f in report.errors]
+    return check
+
+
 def register_resources() -> None:
     for kind, resource_type in RESOURCE_OF_KIND.items():
-        register_resource(resource_type, _build(kind))
+        register_resource(resource_type, _build(kind), validator=_validator(kind))
 
 
 # ------------------------------------------------------------------------------------------------ steps
