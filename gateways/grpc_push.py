@@ -19,7 +19,7 @@ import grpc
 from django.utils import timezone
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 
-from . import store
+from . import intake, store
 from .credentials import Identity
 from .grpc_auth import StreamError, clip, current_identity, current_session
 from .hub import Hub, StreamState, in_thread
@@ -118,6 +118,8 @@ class PushServicer:
     async def _read(self, st: StreamState, requests: AsyncIterator[pb.GatewayMessage]) -> None:
         try:
             async for msg in requests:
+                if msg.WhichOneof("msg") in ("logs", "security_events") and st.shipping is not None:
+                    await st.shipping  # one log batch stored at a time per stream: its memory stays bounded
                 self._handle(st, msg)
             st.queue.put_nowait(None)
         except asyncio.CancelledError:
@@ -181,12 +183,24 @@ class PushServicer:
             err = self.hub.nack(st, msg.nack.type, msg.nack.version, msg.nack.nonce, msg.nack.error)
         elif kind == "hello":
             err = "Hello may be sent only once per stream"
-        elif kind in ("logs", "security_events"):
-            err = None  # not stored yet: the log pipeline will (see proto/README.md); nothing is acknowledged
+        elif kind == "logs":
+            err = None
+            self._ship(st, [_v1_entry(e) for e in msg.logs.entries])
+        elif kind == "security_events":
+            err = None
+            self._ship(st, [_v1_event(e) for e in msg.security_events.events])
         else:
             err = "empty GatewayMessage"
         if err:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, err)
+
+    def _ship(self, st: StreamState, records: list[dict[str, Any]]) -> None:
+        """Hand a batch to the log pipeline (if one is installed), tagged with this stream's instance. One batch
+        at a time per stream, in order: the reader waits for the previous one before it reads on."""
+        sink = intake.log_sink()
+        if sink is None or not records:
+            return
+        st.shipping = asyncio.ensure_future(_store_batch(sink, st.instance_id, records))
 
     async def fetch(self, request: pb.FetchResourceRequest, context: grpc.aio.ServicerContext) -> Any:
         _check_type(request.type)
@@ -209,6 +223,28 @@ class PushServicer:
         check_claims(ident, instance_id=request.instance_id, what="StatusReport")
         instance_id = ident.instance_id if ident is not None else request.instance_id
         return pb.StatusReply(accepted=await in_thread(_touch, instance_id))
+
+
+async def _store_batch(sink: Any, instance_id: str, records: list[dict[str, Any]]) -> None:
+    try:
+        await in_thread(sink, "grpc-stream", instance_id, records, "gateway-entry")
+    except Exception:
+        logger.exception("log batch of %d entries from %s was not stored", len(records), instance_id)
+
+
+def _v1_entry(e: pb.LogEntry) -> dict[str, Any]:
+    """v1 LogEntry -> the draft LogEntry's field names the pipeline's ``gateway-entry`` parser reads."""
+    return {"timestamp": e.timestamp_ms, "level": e.level, "message": e.message, "source_ip": e.client_ip,
+            "target_host": e.host, "method": e.method, "path": e.path, "status_code": e.status_code,
+            "response_time_ms": e.response_time_ms, "bytes_sent": e.bytes_sent, "bytes_received": e.bytes_received,
+            "user_agent": e.user_agent, "request_id": e.request_id, "metadata": dict(e.metadata)}
+
+
+def _v1_event(e: pb.SecurityEvent) -> dict[str, Any]:
+    """A security event as the pipeline's WAF line form (it is parsed into a security event there)."""
+    return {"timestamp": e.timestamp_ms, "level": e.severity, "source_ip": e.client_ip,
+            "message": f"WAF rule {e.rule_id} triggered: {e.description}" if e.rule_id else e.description,
+            "request_id": e.request_id, "metadata": {"event_type": e.event_type, **dict(e.details)}}
 
 
 def _touch(instance_id: str) -> bool:

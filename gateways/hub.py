@@ -55,6 +55,7 @@ class StreamState:
     group_id: int
     group_name: str
     session: Session | None = None
+    shipping: asyncio.Future[Any] | None = None  # the log batch being stored (batches of a stream go in order)
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # bytes, or None/error: end
     known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream

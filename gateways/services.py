@@ -50,6 +50,7 @@ from .credentials import (
     register_credential,
     revoke_credentials,
 )
+from .intake import LogIntake, register_certificate_requester, register_log_sink
 from .models import DEFAULT_GROUP, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
 from .resources import (
     InvalidResource,
@@ -67,6 +68,7 @@ __all__ = [
     "AckWait", "InvalidResource", "publish_desired_state", "request_publish", "register_resource", "registered_types",
     "wait_for_acks", "desired_version", "resync_instances", "create_group", "GroupError", "DEFAULT_GROUP",
     "CredentialError", "Identity", "issue_credential", "register_credential", "revoke_credentials", "move_credential",
+    "LogIntake", "register_log_sink", "register_certificate_requester",
 ]
 
 logger = logging.getLogger(__name__)

@@ -197,3 +197,14 @@ def record_source(source_kind: str, instance_id: str, result: IngestResult) -> N
         "pk", flat=True)[keep:keep + 1000])
     if stale:
         MalformedSample.objects.filter(pk__in=stale).delete()
+
+
+def register_gateway_doors() -> None:
+    """The gRPC doors (push-stream log batches, the draft SendLogs) reach ingest through the gateways seam."""
+    from gateways.services import LogIntake, register_log_sink
+
+    def sink(source_kind: str, instance_id: str, records: Sequence[dict[str, Any]], fmt: str) -> LogIntake:
+        result = ingest(source_kind, instance_id, list(records), fmt)
+        return LogIntake(processed=result.processed, errors=result.malformed)
+
+    register_log_sink(sink)

@@ -80,9 +80,22 @@ def test_draft_service_serves_the_same_desired_state(env: tuple[ServerThread, Pk
         upd = stub.UpdateConfiguration(dpb.UpdateConfigurationRequest(config_type="waf", config_data="x"), timeout=5)
         assert not upd.success and "read-only" in upd.message
 
-        sent = stub.SendLogs(iter([dpb.LogEntry(gateway_id="gw-draft", message="m")] * 3), timeout=5)
-        # honest until the log pipeline stores entries: nothing claimed as processed
-        assert (sent.success, sent.processed_count) == (False, 0) and "stored none" in sent.message
+        # SendLogs: what is counted as processed is stored, tagged with the credential's instance id
+        import time as _time
+
+        from logpipeline.models import RequestLog
+        now_ms = int(_time.time() * 1000)
+        good = [dpb.LogEntry(gateway_id="gw-draft", timestamp=now_ms, method="GET", path=f"/p/{i}",
+                             source_ip="192.0.2.7", status_code=200, target_host="shop.example.com")
+                for i in range(3)]
+        sent = stub.SendLogs(iter([*good, dpb.LogEntry(message="no timestamp")]), timeout=10)
+        assert (sent.processed_count, sent.error_count, sent.success) == (3, 1, False), sent
+        stored = RequestLog.objects.filter(uri__startswith="/p/")
+        assert sorted(stored.values_list("uri", flat=True)) == ["/p/0", "/p/1", "/p/2"]
+        assert set(stored.values_list("gateway_instance", flat=True)) == {"gw-draft"}
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SendLogs(iter([dpb.LogEntry(gateway_id="someone-else", timestamp=now_ms)]), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
         watch = stub.WatchConfigurationUpdates(dpb.ConfigurationWatchRequest(gateway_id="gw-draft",
                                                                             config_types=["waf"]), timeout=20)

@@ -378,3 +378,27 @@ def _publish_closing(rtype: str) -> None:
         publish_desired_state(rtype)
     finally:
         connection.close()
+
+
+def test_push_stream_log_batches_are_stored_tagged_with_the_credentials_instance(server, pki, fleet) -> None:
+    from logpipeline.models import RequestLog
+
+    srv = server()
+    now_ms = int(time.time() * 1000)
+    entries = [pb.LogEntry(timestamp_ms=now_ms, method="POST", path="/login", client_ip="198.51.100.9",
+                           status_code=401, host="shop.example", metadata={"claimed": "gw-canary"})
+               for _ in range(5)]
+    c, k, _ = pki.client("gw-default")
+
+    async def ship() -> None:
+        creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
+            call = pb_grpc.PushServiceStub(ch).Stream()
+            await call.write(pb.GatewayMessage(hello=pb.Hello()))
+            await call.read()
+            await call.write(pb.GatewayMessage(logs=pb.LogBatch(entries=entries)))
+            await asyncio.to_thread(wait_until, lambda: RequestLog.objects.filter(uri="/login").count() == 5, 10)
+            call.cancel()
+
+    asyncio.run(ship())
+    assert set(RequestLog.objects.filter(uri="/login").values_list("gateway_instance", flat=True)) == {"gw-default"}
