@@ -80,7 +80,7 @@ def _finish(n: Notification, status: str, **fields: object) -> None:
     Notification.objects.filter(pk=n.pk, status=NotificationStatus.SENDING).update(status=status, **fields)
 
 
-def deliver(notification_id: int, *, final_attempt: bool | None = None) -> Outcome:
+def deliver(notification_id: int) -> Outcome:
     """Deliver one notification once. Safe to call any number of times for the same id."""
     now = timezone.now()
     if not claim(notification_id, now):
@@ -96,8 +96,7 @@ def deliver(notification_id: int, *, final_attempt: bool | None = None) -> Outco
     try:
         code = senders.send(n)
     except senders.TransientSendError as exc:
-        last = final_attempt if final_attempt is not None else n.attempts >= settings.NOTIFY_MAX_ATTEMPTS
-        if last:
+        if n.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
             _finish(n, NotificationStatus.FAILED, error=f"gave up after {n.attempts} attempts: {exc}"[:2000])
             _release_throttle(n)
             return Outcome("failed", detail=str(exc))

@@ -18,13 +18,15 @@ TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(name="integrations.deliver_notification", bind=True, acks_late=True, autoretry_for=TRANSIENT,
-             max_retries=None, retry_backoff=5, retry_jitter=True, time_limit=120, soft_time_limit=100)
+             max_retries=10, retry_backoff=5, retry_jitter=True, time_limit=120, soft_time_limit=100)
 def deliver_notification(self: Any, notification_id: int) -> dict[str, Any]:
+    """Deliver one notification. The row carries the attempt count and backoff, so a redelivered or duplicated
+    message (a Redis ETA past its visibility timeout) finds it claimed or not yet due and sends nothing."""
     from integrations.delivery import deliver
 
-    final = self.request.retries + 1 >= settings.NOTIFY_MAX_ATTEMPTS
-    outcome = deliver(notification_id, final_attempt=None if not final else True)
+    outcome = deliver(notification_id)
     if outcome.status == "retry" and outcome.retry_in is not None:
+        # the row is pending with next_attempt_at: if this retry is lost, the sweep sends it when due
         raise self.retry(countdown=outcome.retry_in, max_retries=settings.NOTIFY_MAX_ATTEMPTS)
     return {"outcome": outcome.status, "detail": outcome.detail[:300]}
 

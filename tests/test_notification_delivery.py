@@ -255,3 +255,18 @@ def test_event_document_is_json_with_the_detail(receiver: Recorder) -> None:
     event = json.loads(receiver.posts()[0].body)
     assert event["detail"] == {"text": "body", "certificate": "a", "domains": ["a.example"]}
     assert receiver.posts()[0].headers[senders.DELIVERY_HEADER] == str(Notification.objects.get().pk)
+
+
+def test_gives_up_after_the_last_attempt(receiver: Recorder, settings) -> None:
+    settings.NOTIFY_MAX_ATTEMPTS = 2
+    receiver.answers = [503, 502]
+    channel("webhook", receiver.url(), SECRET)
+    notify("x.failed", Severity.HIGH, "x", dedup_key="k")
+    row = Notification.objects.get()
+    assert deliver(row.pk).status == "retry"
+    Notification.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+    assert deliver(row.pk).status == "failed"
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("failed", 2)
+    assert row.error == "gave up after 2 attempts: receiver answered HTTP 502"
+    assert due_notifications() == []
