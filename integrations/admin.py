@@ -6,7 +6,15 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from integrations.models import Notification, NotificationChannel, ThreatFeed, ThreatIndicator
+from integrations.models import (
+    AlertThrottle,
+    Notification,
+    NotificationChannel,
+    ThreatAllowEntry,
+    ThreatFeed,
+    ThreatIndicator,
+    ThreatListPublication,
+)
 from worker_project.admin_base import ReadOnlyAdmin
 
 
@@ -15,13 +23,14 @@ class NotificationChannelForm(forms.ModelForm):
 
     new_secret = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="HMAC key, webhook token or routing key. Leave empty to keep the current one.",
+        help_text="Webhook HMAC key, Slack webhook URL, PagerDuty routing key or SMTP password. "
+                  "Leave empty to keep the current one.",
     )
     clear_secret = forms.BooleanField(required=False, help_text="Remove the stored secret.")
 
     class Meta:
         model = NotificationChannel
-        fields = ("name", "kind", "target", "enabled", "min_severity", "event_kinds")
+        fields = ("name", "kind", "target", "enabled", "min_severity", "event_kinds", "options")
 
     def save(self, commit: bool = True) -> NotificationChannel:
         channel = super().save(commit=False)
@@ -46,29 +55,56 @@ class NotificationChannelAdmin(admin.ModelAdmin):
         return bool(obj.secret)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name", "kind", "target", "new_secret", "clear_secret", "enabled", "min_severity", "event_kinds"]
+        return ["name", "kind", "target", "new_secret", "clear_secret", "enabled", "min_severity", "event_kinds",
+                "options"]
 
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "event_kind", "severity", "channel", "status", "attempts", "sent_at", "title")
-    list_filter = ("status", "severity", "event_kind", "channel")
-    search_fields = ("title", "dedupe_key", "event_kind", "error")
+    """Delivery history: every notification with its status, attempts, last HTTP code and error."""
+
+    list_display = ("created_at", "event_kind", "event_action", "severity", "channel", "status", "attempts",
+                    "response_code", "sent_at", "title")
+    list_filter = ("status", "severity", "event_kind", "event_action", "channel")
+    search_fields = ("title", "dedupe_key", "incident_key", "event_kind", "error")
     date_hierarchy = "created_at"
     list_select_related = ("channel",)
 
 
 @admin.register(ThreatFeed)
 class ThreatFeedAdmin(admin.ModelAdmin):
-    list_display = ("name", "url", "format", "enabled", "last_fetched_at", "last_error")
-    list_filter = ("enabled", "format")
+    list_display = ("name", "url", "format", "enabled", "last_status", "last_accepted", "last_fetched_at",
+                    "last_error")
+    list_filter = ("enabled", "format", "last_status")
     search_fields = ("name", "url")
-    readonly_fields = ("etag", "last_fetched_at", "last_error")
+    readonly_fields = ("etag", "last_modified", "last_fetched_at", "last_status", "last_accepted", "last_refused",
+                       "last_error")
 
 
 @admin.register(ThreatIndicator)
 class ThreatIndicatorAdmin(ReadOnlyAdmin):
-    list_display = ("network", "feed", "first_seen", "last_seen")
+    list_display = ("network", "feed", "provenance", "first_seen", "last_seen")
     list_filter = ("feed",)
     search_fields = ("network",)
     list_select_related = ("feed",)
+
+
+@admin.register(ThreatAllowEntry)
+class ThreatAllowEntryAdmin(admin.ModelAdmin):
+    list_display = ("network", "reason", "created_at")
+    search_fields = ("network", "reason")
+
+
+@admin.register(ThreatListPublication)
+class ThreatListPublicationAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "document", "entry_count", "version_id")
+
+    @admin.display(description="entries")
+    def entry_count(self, obj: ThreatListPublication) -> int:
+        return len(obj.entries)
+
+
+@admin.register(AlertThrottle)
+class AlertThrottleAdmin(ReadOnlyAdmin):
+    list_display = ("channel", "incident_key", "window_until", "suppressed")
+    list_select_related = ("channel",)

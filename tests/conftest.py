@@ -11,6 +11,7 @@ from django.conf import settings
 
 pytest_plugins = [
     "tests.peers.nginx", "tests.peers.pebble", "tests.peers.bind", "tests.peers.ari_proxy", "tests.log_support",
+    "tests.integrations_support",
 ]
 
 

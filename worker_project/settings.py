@@ -112,6 +112,33 @@ try:
     LOG_ARCHIVE_DIR = env_str("LOG_ARCHIVE_DIR", str(VAR_DIR / "log-archive"))
     LOG_ARCHIVE_ENABLED = env_bool("LOG_ARCHIVE_ENABLED", True)  # archive a day before its rows are deleted
 
+    # Notifications (docs/integrations.md). Email: Django's backends; SMTP settings here are the default server,
+    # a channel may name its own (password in the channel's encrypted secret).
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+    EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")  # or EMAIL_HOST_PASSWORD_FILE
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+    DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "gateway-worker@localhost")
+    NOTIFY_SOURCE = env_str("NOTIFY_SOURCE", "gateway-worker") or "gateway-worker"  # PagerDuty payload.source
+    NOTIFY_HTTP_TIMEOUT = env_float("NOTIFY_HTTP_TIMEOUT", 10.0)
+    NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 6)
+    NOTIFY_RETRY_BASE_SECONDS = env_float("NOTIFY_RETRY_BASE_SECONDS", 30.0)
+    NOTIFY_RETRY_MAX_SECONDS = env_float("NOTIFY_RETRY_MAX_SECONDS", 3600.0)
+    NOTIFY_THROTTLE_SECONDS = env_int("NOTIFY_THROTTLE_SECONDS", 3600)  # one page per incident and channel within
+    NOTIFY_SENDING_LEASE_SECONDS = env_int("NOTIFY_SENDING_LEASE_SECONDS", 600)
+
+    # Threat-intelligence feeds
+    THREAT_FEED_TIMEOUT = env_float("THREAT_FEED_TIMEOUT", 30.0)
+    THREAT_FEED_MAX_BYTES = env_int("THREAT_FEED_MAX_BYTES", 16 * 1024 * 1024)
+    THREAT_FEED_MIN_PREFIX_V4 = env_int("THREAT_FEED_MIN_PREFIX_V4", 8)  # broader (e.g. /7) is refused
+    THREAT_FEED_MIN_PREFIX_V6 = env_int("THREAT_FEED_MIN_PREFIX_V6", 19)
+    THREAT_FEED_MAX_ENTRIES = env_int("THREAT_FEED_MAX_ENTRIES", 50000)  # merged list cap (gateway.yaml size)
+    # The gateway.yaml config document whose waf.ip_blacklist the merged list is proposed for (empty: none)
+    THREAT_FEED_CONFIG_DOCUMENT = env_str("THREAT_FEED_CONFIG_DOCUMENT", "") or ""
+
     # Job history
     JOB_HISTORY_RETENTION_DAYS = env_int("JOB_HISTORY_RETENTION_DAYS", 30)
 
