@@ -45,27 +45,30 @@ def rss_kib(pid: int) -> int:
 
 # ---------------- clients ----------------
 
-def client_proc(port: int, pki: str, prefix: str, n: int, ready: mp.Queue, go_report: mp.Event,
+def client_proc(port: int, pki: str, first: int, n: int, ready: mp.Queue, go_report: mp.Event,
                 out: mp.Queue) -> None:
     import grpc
     from gateway_worker.v1 import gateway_worker_pb2 as pb
 
+    ca = Path(pki, "ca.crt").read_bytes()
+
+    def creds_of(i: int) -> grpc.ChannelCredentials:  # one credential per Gateway, as in a real fleet
+        return grpc.ssl_channel_credentials(ca, Path(pki, "clients", f"gw-{i}.key").read_bytes(),
+                                            Path(pki, "clients", f"gw-{i}.crt").read_bytes())
+
     async def main() -> None:
-        creds = grpc.ssl_channel_credentials(Path(pki, "ca.crt").read_bytes(), Path(pki, "bench.key").read_bytes(),
-                                             Path(pki, "bench.crt").read_bytes())
         acks: list[tuple[str, int, float]] = []
         welcomed = 0
         all_in = asyncio.Event()
 
         async def one(i: int) -> None:
             nonlocal welcomed
-            ch = grpc.aio.secure_channel(f"127.0.0.1:{port}", creds,
+            ch = grpc.aio.secure_channel(f"127.0.0.1:{port}", creds_of(first + i),
                                          options=[("grpc.ssl_target_name_override", "localhost")])
             call = ch.stream_stream("/gateway_worker.v1.PushService/Stream",
                                     request_serializer=pb.GatewayMessage.SerializeToString,
                                     response_deserializer=pb.WorkerMessage.FromString)()
-            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id=f"{prefix}-{i}", group="bench",
-                                                              agent_version="bench")))
+            await call.write(pb.GatewayMessage(hello=pb.Hello(agent_version="bench")))
             async for msg in call:
                 if msg.WhichOneof("msg") == "welcome":
                     welcomed += 1
@@ -98,7 +101,8 @@ def run_clients(port: int, pki: str, streams: int, procs: int, fire, label: str)
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     per = [streams // procs + (1 if i < streams % procs else 0) for i in range(procs)]
-    ps = [ctx.Process(target=client_proc, args=(port, pki, f"{label}-{i}", k, ready, go, out)) for i, k in
+    firsts = [sum(per[:i]) for i in range(procs)]
+    ps = [ctx.Process(target=client_proc, args=(port, pki, firsts[i], k, ready, go, out)) for i, k in
           enumerate(per)]
     for p in ps:
         p.start()
@@ -190,7 +194,7 @@ def main() -> None:
     from gateway_worker.v1 import gateway_worker_pb2 as pb
 
     from gateways import pki as gpki
-    from gateways.models import GatewayGroup, GatewayInstance
+    from gateways.models import GatewayCredential, GatewayGroup, GatewayInstance
     from gateways.services import publish_desired_state, register_resource, wait_for_acks
 
     call_command("migrate", verbosity=0)
@@ -198,12 +202,22 @@ def main() -> None:
     ca_cert, ca_key = gpki.ensure_ca(Path(tmp, "ca.crt"), Path(tmp, "ca.key"))
     ca_pem = Path(tmp, "ca.crt").read_bytes()
     gpki.write_bundle(Path(tmp), "server", gpki.issue(ca_cert, ca_key, "worker", server=True), ca_pem)
-    gpki.write_bundle(Path(tmp), "bench", gpki.issue(ca_cert, ca_key, "bench"), ca_pem)
     GatewayInstance.objects.filter(group__name="bench").delete()
+    GatewayCredential.objects.filter(group__name="bench").delete()
     group, _ = GatewayGroup.objects.get_or_create(name="bench")
+    # One client certificate and credential per simulated Gateway: the server derives each one's identity and
+    # group from it on every RPC, so the trust checks are in the measured path.
+    creds = []
+    for i in range(args.streams):
+        issued = gpki.issue(ca_cert, ca_key, f"gw-{i}")
+        gpki.write_bundle(Path(tmp, "clients"), f"gw-{i}", issued, ca_pem)
+        creds.append(GatewayCredential(name=f"gw-{i}", group=group, serial=issued.serial,
+                                       fingerprint_sha256=issued.fingerprint_sha256, not_after=issued.not_after))
+    GatewayCredential.objects.bulk_create(creds, batch_size=1000)
     counter = {"n": 0}
-    register_resource("waf_rules", lambda g: {"name": "waf-rules.yaml",
-                                              "content": f"# bench {counter['n']}\nrules: []\n" + "x" * 2000})
+    # a rule file the Gateway's loader accepts (the publish seam validates it), padded with a 2 KB comment
+    register_resource("waf_rules", lambda g: {
+        "name": "waf-rules.yaml", "content": f"# bench {counter['n']}\nversion: \"1.0\"\nrules: []\n# {'x' * 2000}\n"})
     publish_desired_state("waf_rules", group)
 
     results = {}
@@ -243,8 +257,9 @@ def main() -> None:
 
     def fire_bare():  # noqa: ANN202
         idle = (rss_kib(bare.pid) - bare_base) / args.streams
-        creds = grpc.ssl_channel_credentials(Path(tmp, "ca.crt").read_bytes(), Path(tmp, "bench.key").read_bytes(),
-                                             Path(tmp, "bench.crt").read_bytes())
+        creds = grpc.ssl_channel_credentials(Path(tmp, "ca.crt").read_bytes(),
+                                             Path(tmp, "clients", "gw-0.key").read_bytes(),
+                                             Path(tmp, "clients", "gw-0.crt").read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{bport}", creds,
                                  options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
             fire = ch.unary_unary(BARE_FIRE, request_serializer=lambda b: b, response_deserializer=lambda b: b)

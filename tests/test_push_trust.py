@@ -402,3 +402,32 @@ def test_push_stream_log_batches_are_stored_tagged_with_the_credentials_instance
 
     asyncio.run(ship())
     assert set(RequestLog.objects.filter(uri="/login").values_list("gateway_instance", flat=True)) == {"gw-default"}
+
+
+def test_an_ack_counts_only_with_the_nonce_sent_on_that_stream(server, pki, fleet) -> None:
+    srv = server()
+    c, k, _ = pki.client("gw-default")
+
+    async def forge() -> tuple[str, str]:
+        creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
+            call = pb_grpc.PushServiceStub(ch).Stream()
+            await call.write(pb.GatewayMessage(hello=pb.Hello()))
+            while True:
+                msg = await call.read()
+                if msg.WhichOneof("msg") == "update":
+                    break
+            u = msg.update
+            await call.write(pb.GatewayMessage(ack=pb.Ack(type=u.type, version=u.version, nonce="forged-" + u.nonce)))
+            try:
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name, exc.details() or ""
+            return (await call.code()).name, await call.details()
+
+    code, details = asyncio.run(forge())
+    assert code == "INVALID_ARGUMENT" and "not sent on this stream" in details, (code, details)
+    time.sleep(0.3)  # the event writer flushes within milliseconds
+    assert not InstanceResourceState.objects.filter(instance__instance_id="gw-default",
+                                                    acked_version__isnull=False).exists()
