@@ -68,7 +68,8 @@ def client_proc(port: int, pki: str, first: int, n: int, ready: mp.Queue, go_rep
             call = ch.stream_stream("/gateway_worker.v1.PushService/Stream",
                                     request_serializer=pb.GatewayMessage.SerializeToString,
                                     response_deserializer=pb.WorkerMessage.FromString)()
-            await call.write(pb.GatewayMessage(hello=pb.Hello(agent_version="bench")))
+            await call.write(pb.GatewayMessage(hello=pb.Hello(instance_id=f"gw-{first + i}", group="bench",
+                                                              agent_version="bench")))
             async for msg in call:
                 if msg.WhichOneof("msg") == "welcome":
                     welcomed += 1

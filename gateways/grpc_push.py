@@ -70,10 +70,9 @@ def check_claims(ident: Identity | None, *, instance_id: str = "", group: str = 
 
 
 class PushServicer:
-    def __init__(self, hub: Hub, hello_timeout: float = 10.0, send_timeout: float = 30.0) -> None:
+    def __init__(self, hub: Hub, hello_timeout: float = 10.0) -> None:
         self.hub = hub
         self.hello_timeout = hello_timeout
-        self.send_timeout = send_timeout
 
     def handler(self) -> grpc.GenericRpcHandler:
         # Responses of Stream are pre-serialized bytes; requests are parsed by grpc_auth's wrapper.
@@ -136,12 +135,9 @@ class PushServicer:
                 raise item
             if isinstance(item, BaseException):
                 raise StreamError(grpc.StatusCode.INTERNAL, f"stream failed: {type(item).__name__}")
-            try:
-                await asyncio.wait_for(context.write(item), self.send_timeout)
-            except TimeoutError:
-                raise StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"the Gateway took no message for {self.send_timeout:g}s; cut off (reconnect "
-                                  "to resync)") from None
+            # grpc takes the message into its own buffers whether or not the Gateway reads: a Gateway that stopped
+            # reading is found by its unanswered updates (Hub.check_slow_consumers), not by this write blocking
+            await context.write(item)
 
     async def _hello(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> StreamState:
         ident = current_identity()

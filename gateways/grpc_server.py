@@ -107,7 +107,7 @@ async def start_server(cfg: ServerConfig) -> RunningServer:
     ])
     # Every service registers through the guard: no RPC, health and reflection included, skips the credential.
     server: Any = GuardedServer(grpc_server, auth)
-    push = PushServicer(hub, hello_timeout=cfg.hello_timeout, send_timeout=cfg.answer_timeout)
+    push = PushServicer(hub, hello_timeout=cfg.hello_timeout)
     server.add_generic_rpc_handlers([push.handler()])
     DraftServicer(hub).register(server)
     health_servicer = health.aio.HealthServicer()
