@@ -91,8 +91,8 @@ class CertificateRequestAdmin(admin.ModelAdmin):
             domains=data["domains"], group=data["group"], issuer=data["issuer"], requested_by=request.user,
             justification=data["justification"], key_type=data["key_type"], challenge_type=data["challenge_type"],
             dns_server=data.get("dns_server"))
-        obj.pk = filed.pk
-        obj.state = filed.state
+        for field in ("pk", "domains", "state", "group_id", "requested_by_name"):
+            setattr(obj, field, getattr(filed, field))
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # nothing related; the service saved the request
@@ -124,7 +124,8 @@ class CertificateRequestAdmin(admin.ModelAdmin):
                 obj.refresh_from_db()
                 messages.success(request, f"request {obj.pk}: {obj.get_state_display()}")
             return redirect(request.path)
-        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False,
+                         "show_save_and_add_another": False}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -362,7 +362,7 @@ class CertificateRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"request {self.pk}: {', '.join(self.domains)} for {self.group_id}"
+        return f"request {self.pk}: {', '.join(self.domains or [])}"
 
 
 class CertificateChangeKind(models.TextChoices):
