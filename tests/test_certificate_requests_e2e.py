@@ -132,3 +132,23 @@ def test_revocation_waits_for_a_second_person_and_emergency_is_immediate(  # typ
 
     assert AuditEvent.objects.filter(action="certificate.emergency_revocation").exists()
     assert Notification.objects.filter(dedupe_key=f"emergency-revocation:{issued[1].pk}").exists()
+
+
+def test_on_demand_request_reaches_the_connected_gateway_after_approval(  # type: ignore[no-untyped-def]
+        pebble, bind_server, fleet: Fleet, eager_tasks) -> None:
+    """What the draft GetCertificate will call (through gateways.services.register_certificate_requester, not in
+    this tree yet): called here directly, as the Gateway's group would be."""
+    issuer = account_for(pebble, bind_server)
+    policy = group_with_policy(issuer, bind_server.zone, name="default")
+    name = name_with_caa(bind_server, f'0 issue "{CA_ID}"')
+    assert [svc.request_from_gateway(policy.group_id, name) for _ in range(3)] == ["pending"] * 3
+    request = CertificateRequest.objects.get(group=policy.group, dedupe_key=name)
+    assert request.source == "gateway" and request.requested_by is None
+
+    svc.approve_request(request, people().bob, "on-demand ok")
+
+    request.refresh_from_db()
+    assert request.state == RequestState.ISSUED, request.error
+    fleet.wait_served(name, request.certificate.current_version.serial_hex)
+    assert fleet.agent.log.read_text().count("connected to Worker replica") == 1, "the agent reconnected"
+    assert svc.request_from_gateway(policy.group_id, name) == "issued"
