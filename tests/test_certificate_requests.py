@@ -62,6 +62,8 @@ def test_outside_policy_is_refused_naming_the_rule(world, bind_server) -> None: 
     issuer, policy, who = world
     with pytest.raises(svc.RequestRefused, match=r"not under a suffix.*rule: allowed_suffixes"):
         _file(world, "shop.other.test")
+    with pytest.raises(svc.RequestRefused, match=r"rule: allowed_suffixes"):  # a label boundary, not a string end
+        _file(world, f"www.not{bind_server.zone}")
     with pytest.raises(svc.RequestRefused, match=r"wildcard.*rule: allow_wildcards"):
         _file(world, f"*.{_name(bind_server)}", challenge_type="dns-01", dns_server=DnsUpdateServer.objects.create(
             name=unique("bind"), server=bind_server.host, port=bind_server.port, zone=bind_server.zone,
