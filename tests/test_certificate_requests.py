@@ -259,3 +259,22 @@ def test_the_gateway_seam_is_offered_when_the_gateways_app_has_it() -> None:
 
     expected = hasattr(gateway_services, "register_certificate_requester")
     assert seams.register_certificate_requester(svc.request_from_gateway) is expected
+
+
+def test_change_command_files_a_move_and_refuses_an_emergency_without_a_reason(world, bind_server) -> None:  # type: ignore[no-untyped-def]
+    issuer, policy, who = world
+    target = group_with_policy(issuer, bind_server.zone).group
+    cert = Certificate.objects.create(name=unique("cmd"), common_name=_name(bind_server), domains=[],
+                                      gateway_group=policy.group)
+    cert.domains = [cert.common_name]
+    cert.save()
+    cert.issuers.add(issuer)
+    out = io.StringIO()
+    call_command("certificate_change", "move", cert.name, "--user", who.alice.username, "--group", target.name,
+                 "--justification", "team moved", stdout=out)
+    assert "waits for a second person" in out.getvalue()
+    cert.refresh_from_db()
+    assert cert.gateway_group_id == policy.group_id
+    with pytest.raises(CommandError, match="serves no version"):
+        call_command("certificate_change", "emergency-revoke", cert.name, "--user", who.alice.username,
+                     "--justification", "x", stdout=io.StringIO())
