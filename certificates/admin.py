@@ -22,7 +22,6 @@ from certificates.models import (
 )
 from certificates.services import catalog
 from certificates.services.renewal import clear_backoff
-from certificates.services.revocation import request_revocation
 from certificates.services.versions import RollbackError, rollback
 from worker_project.admin_base import ReadOnlyAdmin, ReadOnlyInline
 
@@ -160,22 +159,22 @@ class CertificateAdmin(admin.ModelAdmin):
             transaction.on_commit(lambda pk=pk: renew_certificate.delay(pk, force=True))
         self.message_user(request, f"Renewal enqueued for {queryset.count()} certificate(s).")
 
-    @admin.action(description="Revoke the current version at the CA")
+    @admin.action(description="Ask a second person to revoke the current version at the CA")
     def revoke_current(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
-        from certificates.tasks import revoke_version
+        from certificates.services.changes import ChangeRefused, request_revocation
 
-        sent = 0
         for cert in queryset.select_related("current_version"):
             version = cert.current_version
             if version is None or version.account_id is None or version.revoked_at is not None:
                 self.message_user(request, f"{cert.name}: nothing revocable is current", messages.WARNING)
                 continue
-            request_revocation(version, actor=request.user)
-            username = getattr(request.user, "username", "admin")
-            transaction.on_commit(lambda pk=version.pk, u=username: revoke_version.delay(pk, "unspecified", u))
-            sent += 1
-        if sent:
-            self.message_user(request, f"Revocation enqueued for {sent} version(s).")
+            try:
+                request_revocation(version, request.user, reason="unspecified",
+                                   justification=f"revocation of {cert.name} asked in admin")
+            except ChangeRefused as exc:
+                self.message_user(request, f"{cert.name}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{cert.name}: revocation waits for a second person (Approval requests)")
 
     @admin.action(description="Roll back to the previous valid version")
     def roll_back(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
@@ -232,3 +231,6 @@ class AcmeOrderAdmin(ReadOnlyAdmin):
     @admin.display(description="error")
     def short_error(self, obj: AcmeOrder) -> str:
         return (obj.error[:160] + "…") if len(obj.error) > 160 else obj.error
+
+
+from certificates import admin_requests  # noqa: E402,F401  (registers the request, policy and change admins)

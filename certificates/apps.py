@@ -13,3 +13,8 @@ class CertificatesConfig(AppConfig):
         from certificates.metrics import register_reader
 
         register_reader()
+        from certificates.services import changes, requests, seams
+
+        requests.register()
+        changes.register()
+        seams.register_certificate_requester(requests.request_from_gateway)

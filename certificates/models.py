@@ -46,6 +46,13 @@ class AcmeAccount(models.Model):
         "offers ARI", null=True, blank=True, editable=False,
         help_text="whether the directory offered renewalInfo (RFC 9773) when last fetched; empty: not yet seen",
     )
+    caa_identifier = models.CharField(
+        "CAA identifier", max_length=253, blank=True,
+        help_text="the issuer domain this CA recognizes in CAA records (RFC 8659), e.g. letsencrypt.org; "
+                  "empty: any CAA issue record forbids it")
+    preflight_resolver = models.CharField(
+        max_length=255, blank=True,
+        help_text="host:port of the DNS resolver pre-flight asks (the one the CA resolves with); empty: system")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -265,3 +272,126 @@ class AcmeChallenge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.domain} {self.token}"
+
+
+class CertificatePolicy(models.Model):
+    """What a Gateway group may hold and who must agree: checked by ``services.requests`` for every request,
+    whoever files it (admin, command, API, a Gateway)."""
+
+    group = models.OneToOneField("gateways.GatewayGroup", on_delete=models.CASCADE,
+                                 related_name="certificate_policy")
+    allowed_suffixes = models.JSONField(
+        default=list, blank=True,
+        help_text="domain suffixes the group may hold (a name equal to or under one of them), e.g. shop.example.test")
+    allow_wildcards = models.BooleanField(default=False)
+    max_names = models.PositiveSmallIntegerField(default=10)
+    issuers = models.ManyToManyField(AcmeAccount, blank=True, related_name="+",
+                                     help_text="ACME accounts requests for this group may use")
+    auto_approve_suffixes = models.JSONField(
+        default=list, blank=True,
+        help_text="names all under these suffixes are approved without a second person when the requester is "
+                  "in the trusted role (never for Gateway requests)")
+    trusted_role = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", help_text="the role auto-approval trusts")
+    gateway_requests_per_hour = models.PositiveIntegerField(
+        default=20, help_text="new on-demand requests a Gateway group may file per hour; 0 refuses them all")
+    gateway_issuer = models.ForeignKey(AcmeAccount, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="+", help_text="issuer of on-demand requests from Gateways")
+
+    class Meta:
+        verbose_name_plural = "certificate policies"
+
+    def __str__(self) -> str:
+        return f"policy of {self.group}"
+
+
+class RequestState(models.TextChoices):
+    PENDING = "pending", "Pending approval"
+    APPROVED = "approved", "Approved (issuing)"
+    REJECTED = "rejected", "Rejected"
+    REFUSED = "refused", "Refused by pre-flight"
+    ISSUED = "issued", "Issued"
+    FAILED = "failed", "Failed"
+
+
+class RequestSource(models.TextChoices):
+    PERSON = "person", "A person"
+    GATEWAY = "gateway", "A Gateway (on demand)"
+
+
+class CertificateRequest(models.Model):
+    """Someone asks for a new certificate; a second person (or the group's auto-approval rule) agrees; then it is
+    issued through the normal renewal service. Renewals of the issued certificate need no new request."""
+
+    domains = models.JSONField(help_text="the names, normalized, the first one the common name")
+    dedupe_key = models.CharField(max_length=2000, editable=False, help_text="sorted names, for deduplication")
+    group = models.ForeignKey("gateways.GatewayGroup", on_delete=models.PROTECT, related_name="+")
+    issuer = models.ForeignKey(AcmeAccount, on_delete=models.PROTECT, related_name="+")
+    key_type = models.CharField(max_length=16, choices=KeyType.choices, default=KeyType.EC256)
+    challenge_type = models.CharField(max_length=16, choices=ChallengeType.choices, default=ChallengeType.HTTP_01)
+    dns_server = models.ForeignKey(DnsUpdateServer, null=True, blank=True, on_delete=models.PROTECT)
+    justification = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=RequestSource.choices, default=RequestSource.PERSON)
+    requested_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    requested_by_name = models.CharField(max_length=150)
+    state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
+    auto_approved = models.BooleanField(default=False)
+    policy_notes = models.JSONField(default=list, blank=True, help_text="the policy rules checked, and how")
+    preflight = models.JSONField(default=list, blank=True,
+                                 help_text="pre-flight checks: [{check, name, ok, detail}] of the last run")
+    preflight_at = models.DateTimeField(null=True, blank=True)
+    certificate = models.ForeignKey(Certificate, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="requests")
+    error = models.TextField(blank=True, help_text="why it failed or was refused")
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("approve_certificaterequest", "Can approve certificate requests")]
+        constraints = [
+            # request_from_gateway: one open request per (group, names) however often a Gateway asks
+            models.UniqueConstraint(fields=["group", "dedupe_key"], condition=Q(state="pending"),
+                                    name="uniq_pending_cert_request"),
+        ]
+        indexes = [
+            # admin queue: pending first, newest first
+            models.Index(fields=["state", "-created_at"], name="cert_request_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"request {self.pk}: {', '.join(self.domains or [])}"
+
+
+class CertificateChangeKind(models.TextChoices):
+    REVOKE = "revoke", "Revoke a version"
+    EXPORT_KEYS = "export_keys", "Export private keys (backup with keys)"
+    MOVE = "move", "Move to another Gateway group"
+
+
+class CertificateChange(models.Model):
+    """A risky change waiting for a second person (the subject of its ``audit.ApprovalRequest``); carried out by
+    the approval, or, for an export, once by the requester after it."""
+
+    kind = models.CharField(max_length=16, choices=CertificateChangeKind.choices)
+    certificate = models.ForeignKey(Certificate, null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="changes")
+    version = models.ForeignKey(CertificateVersion, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+")
+    target_group = models.ForeignKey("gateways.GatewayGroup", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    reason = models.CharField(max_length=64, blank=True, help_text="revocation reason code")
+    requested_by = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
+    used_at = models.DateTimeField(null=True, blank=True, help_text="an approved export, when it was made")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        what = self.certificate.name if self.certificate_id else "all certificates"
+        return f"{self.get_kind_display()}: {what}"

@@ -89,3 +89,12 @@ def revoke_version(version_id: int, reason: str = "unspecified", actor: str = "a
         logger.warning("revocation of version %s failed: %s", version_id, exc)
         return {"outcome": "failed", "error": str(exc)}
     return {"outcome": "revoked"}
+
+
+@shared_task(name="certificates.issue_certificate_request", acks_late=True, max_retries=5, autoretry_for=TRANSIENT,
+             retry_backoff=5, retry_jitter=True, time_limit=900, soft_time_limit=840)
+def issue_certificate_request(request_id: int) -> dict[str, Any]:
+    from certificates.services.requests import issue_request
+
+    request = issue_request(request_id)
+    return {"state": request.state if request else "missing"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,7 @@ def test_export_wipe_restore_round_trip(gateway_dir: Path, tmp_path: Path,
     assert len(before["versions"]) == 4  # type: ignore[arg-type]
     backup = tmp_path / "backup.gwbak"
     monkeypatch.setenv("GATEWAY_WORKER_BACKUP_PASSPHRASE", PASSPHRASE)
-    call_command("export_certificates", "--output", str(backup))
+    call_command("export_certificates", "--output", str(backup), *approved_export())
     assert backup.stat().st_mode & 0o777 == 0o600
     raw = backup.read_text()
     # sealed: no key material, no names in clear
@@ -259,7 +260,7 @@ def test_wrong_passphrase_or_tampering_changes_nothing(gateway_dir: Path, tmp_pa
     passfile = tmp_path / "pass"
     passfile.write_text(PASSPHRASE + "\n")
     backup = tmp_path / "b.gwbak"
-    call_command("export_certificates", "-o", str(backup), "--passphrase-file", str(passfile))
+    call_command("export_certificates", "-o", str(backup), "--passphrase-file", str(passfile), *approved_export())
     _forget("old-example-com")  # a restore that got anywhere would bring it back
     before, events = _snapshot(), AuditEvent.objects.count()
     wrong = tmp_path / "wrong"
@@ -330,7 +331,7 @@ def test_restore_serves_through_the_versions_service(
     _populate(gateway_dir)
     monkeypatch.setenv("GATEWAY_WORKER_BACKUP_PASSPHRASE", PASSPHRASE)
     backup = tmp_path / "b.gwbak"
-    call_command("export_certificates", "--output", str(backup))
+    call_command("export_certificates", "--output", str(backup), *approved_export())
     _wipe()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("restore_certificates", str(backup))
@@ -346,4 +347,31 @@ def test_short_or_missing_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GATEWAY_WORKER_BACKUP_PASSPHRASE", "short")
     with pytest.raises(CommandError, match="at least 12"):
         call_command("export_certificates", "-o", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def approved_export() -> list[str]:
+    """A key export asked by one person and approved by another: the arguments that use it."""
+    from audit.approvals import approve, pending_for
+    from certificates.services.changes import request_key_export
+    from tests.cert_request_support import people
+
+    who = people()
+    change = request_key_export(who.alice, justification="backup drill")
+    approve(pending_for(change, "certificates.export_keys"), who.bob, "ok")
+    return ["--user", who.alice.username, "--approval", str(change.pk)]
+
+
+@pytest.mark.django_db
+def test_export_without_an_approved_change_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_WORKER_BACKUP_PASSPHRASE", PASSPHRASE)
+    with pytest.raises(CommandError, match="second person"):
+        call_command("export_certificates", "-o", str(tmp_path / "x"))
+    out = io.StringIO()
+    from tests.cert_request_support import people
+
+    who = people()
+    call_command("export_certificates", "--request", "--user", who.alice.username, "--justification", "drill",
+                 stdout=out)
+    assert "waits for a second person" in out.getvalue()
     assert not (tmp_path / "x").exists()

@@ -71,3 +71,15 @@ def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool
 def notify(kind: str, severity: Severity, subject: str, *, dedup_key: str, context: dict[str, Any]) -> int:
     """Alert people through the integrations app (pending rows; its senders deliver them)."""
     return integrations.notify(kind, severity, subject, dedup_key=dedup_key, context=context)
+
+
+def register_certificate_requester(fn: Callable[[int, str], str]) -> bool:
+    """Offer ``fn(group_id, domain) -> outcome`` to the gateways app, whose ``GetCertificate`` calls it for a name
+    no certificate covers. False while that app has no such seam yet (nothing else changes)."""
+    from gateways import services as gateway_services
+
+    register = getattr(gateway_services, "register_certificate_requester", None)
+    if register is None:
+        return False
+    register(fn)
+    return True

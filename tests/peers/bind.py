@@ -75,6 +75,16 @@ ns1 IN A   127.0.0.1
 *   IN A   127.0.0.1
 """
     )
+    # the parent zone too (empty), so a CAA lookup climbing the tree (RFC 8659) gets an answer, not REFUSED
+    parent = zone.split(".", 1)[1] if "." in zone else zone
+    parent_file = workdir / f"{parent}.zone"
+    parent_file.write_text(
+        f"""$TTL 60
+@   IN SOA ns.{parent}. hostmaster.{zone}. ( 1 60 60 3600 1 )
+@   IN NS  ns.{parent}.
+ns  IN A   127.0.0.1
+"""
+    )
     conf = workdir / "named.conf"
     conf.write_text(
         f"""key "{TSIG_KEY_NAME}" {{
@@ -98,6 +108,10 @@ logging {{
     channel stderr_chan {{ stderr; severity info; print-time yes; }};
     category default {{ stderr_chan; }};
     category lame-servers {{ null; }};
+}};
+zone "{parent}" {{
+    type primary;
+    file "{parent_file}";
 }};
 zone "{zone}" {{
     type primary;

@@ -108,6 +108,7 @@ class TcpGate:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.accepted = 0  # connections passed to Pebble so far: "the CA was not contacted" is this unchanged
 
     @property
     def is_open(self) -> bool:
@@ -150,6 +151,7 @@ class TcpGate:
                 client.close()
                 continue
             with self._lock:
+                self.accepted += 1
                 self._conns.update((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
