@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,8 +17,15 @@ from audit import approvals
 from audit.models import ApprovalRequest
 
 
+def _fields(request: Request) -> dict[str, Any]:
+    """The request body's fields: a JSON object (or a form); any other JSON value is a 400, not a 500."""
+    if not isinstance(request.data, dict):
+        raise ParseError("the request body must be a JSON object")
+    return request.data
+
+
 class ApprovalRequestSerializer(serializers.ModelSerializer):
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = ApprovalRequest
@@ -53,7 +62,7 @@ class ApprovalRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
     def _decide(self, request: Request, decide: Any) -> Response:
         obj = self.get_object()
         try:
-            obj = decide(obj, request.user, str(request.data.get("comment", "")))
+            obj = decide(obj, request.user, str(_fields(request).get("comment", "")))
         except approvals.ApprovalError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
         return Response(self.get_serializer(obj).data)

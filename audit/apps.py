@@ -10,3 +10,7 @@ class AuditConfig(AppConfig):
         from audit.jobs import connect_signals
 
         connect_signals()
+        # /metrics: task runs, queue depths and beat's heartbeat age (worker_project.metrics runs the readers)
+        from audit.metrics import register_readers
+
+        register_readers()

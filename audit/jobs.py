@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -102,7 +103,7 @@ def _format_error(exc: BaseException | None, tb: Any = None) -> str:
     return redact_text(head)[:ERROR_MAX]
 
 
-def _safely(handler):  # type: ignore[no-untyped-def]
+def _safely(handler: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             handler(*args, **kwargs)

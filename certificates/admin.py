@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -34,9 +35,9 @@ class AcmeAccountAdmin(admin.ModelAdmin):
     search_fields = ("name", "directory_url")
     readonly_fields = ("account_url", "terms_agreed", "created_at", "updated_at")
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name", "directory_url", "contact_email", "eab_kid", "new_eab_hmac_key", "tls_ca_bundle",
-                "trust_roots_pem", "profile", *self.readonly_fields]
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("name", "directory_url", "contact_email", "eab_kid", "new_eab_hmac_key", "tls_ca_bundle",
+                "trust_roots_pem", "profile", *self.readonly_fields)
 
     @admin.display(boolean=True)
     def registered(self, obj: AcmeAccount) -> bool:
@@ -58,9 +59,9 @@ class DnsUpdateServerAdmin(admin.ModelAdmin):
     form = DnsUpdateServerForm
     list_display = ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm")
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "new_tsig_secret",
-                "propagation_timeout_seconds"]
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("name", "server", "port", "zone", "tsig_key_name", "tsig_algorithm", "new_tsig_secret",
+                "propagation_timeout_seconds")
 
     def save_model(self, request: HttpRequest, obj: DnsUpdateServer, form: Any, change: bool) -> None:
         catalog.save_dns_server(obj, actor=request.user)
@@ -155,8 +156,7 @@ class CertificateAdmin(admin.ModelAdmin):
 
         for cert in queryset:
             clear_backoff(cert, actor=request.user)
-            pk = cert.pk
-            transaction.on_commit(lambda pk=pk: renew_certificate.delay(pk, force=True))
+            transaction.on_commit(partial(renew_certificate.delay, cert.pk, force=True))
         self.message_user(request, f"Renewal enqueued for {queryset.count()} certificate(s).")
 
     @admin.action(description="Ask a second person to revoke the current version at the CA")
@@ -180,10 +180,11 @@ class CertificateAdmin(admin.ModelAdmin):
     def roll_back(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> None:
         now = timezone.now()
         for cert in queryset:
-            previous = (CertificateVersion.objects.filter(certificate=cert, revoked_at__isnull=True,
-                                                          not_after__gt=now)
-                        .exclude(pk=cert.current_version_id).exclude(source="temporary")
-                        .order_by("-created_at").first())
+            older = CertificateVersion.objects.filter(certificate=cert, revoked_at__isnull=True,
+                                                      not_after__gt=now).exclude(source="temporary")
+            if cert.current_version_id is not None:
+                older = older.exclude(pk=cert.current_version_id)
+            previous = older.order_by("-created_at").first()
             if previous is None:
                 self.message_user(request, f"{cert.name}: no older valid version", messages.WARNING)
                 continue

@@ -99,7 +99,7 @@ class DnsUpdateServerForm(forms.ModelForm):
 
 
 # which form field a request problem (certificates.services.issuance.check_domains) belongs to
-_FIELD_OF_PROBLEM = {LocalError.WILDCARD_HTTP01: "challenge_type", LocalError.DNS_CONFIG: "dns_server"}
+_FIELD_OF_PROBLEM: dict[str, str] = {LocalError.WILDCARD_HTTP01: "challenge_type", LocalError.DNS_CONFIG: "dns_server"}
 
 
 class CertificateForm(forms.ModelForm):

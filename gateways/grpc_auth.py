@@ -155,7 +155,7 @@ class Authenticator:
         pems = auth.get("x509_pem_cert") or []
         if not pems:
             raise StreamError(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
-        fp = self._fingerprint(pems[0])
+        fp = self._fingerprint(next(iter(pems)))
         now = time.monotonic()
         hit = self._cache.get(fp)
         if hit is None or hit[0] < now:

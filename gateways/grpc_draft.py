@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from gateway_worker import gateway_worker_pb2 as dpb
@@ -62,7 +63,7 @@ def _config_data(u: pb.ResourceUpdate) -> str:
     return getattr(u, u.type).content
 
 
-def _cert_fields(c: pb.Certificate, domain: str) -> dict[str, object]:
+def _cert_fields(c: pb.Certificate, domain: str) -> dict[str, Any]:
     return {"domain": domain, "certificate_pem": c.cert_pem, "private_key_pem": c.key_pem,
             "certificate_chain_pem": c.chain_pem, "expires_at": c.not_after, "is_temporary": c.temporary,
             "certificate_id": str(c.version_id or c.serial)}
@@ -204,9 +205,12 @@ class DraftServicer(dgrpc.GatewayWorkerServiceServicer):
         session = current_session()
         if session is not None and session.on_close is None:
             session.on_close = queue.put_nowait  # revoked or moved: end the watch with that status
-        elif session is not None:  # several watches share one call (WatchConfigurationUpdates)
-            previous = session.on_close
-            session.on_close = lambda err: (previous(err), queue.put_nowait(err))  # type: ignore[misc, func-returns-value]
+        elif session is not None and (previous := session.on_close) is not None:  # several watches share one call
+            def close_both(err: StreamError) -> None:  # WatchConfigurationUpdates: end every watch of the call
+                previous(err)
+                queue.put_nowait(err)
+
+            session.on_close = close_both
         self.hub.watch(group_id, on_version)
         try:
             last = 0

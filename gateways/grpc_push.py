@@ -36,7 +36,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 def client_identity(context: grpc.aio.ServicerContext) -> str:
     auth = context.auth_context() or {}
     cn = auth.get("x509_common_name") or []
-    return cn[0].decode(errors="replace")[:200] if cn else ""
+    return next(iter(cn)).decode(errors="replace")[:200] if cn else ""
 
 
 def _check_type(rtype: str) -> None:

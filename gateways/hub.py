@@ -12,8 +12,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.db import close_old_connections, connections
@@ -93,8 +94,8 @@ class Hub:
 
     # ---- lifecycle ----
     def start(self) -> None:
-        loops: list[Callable[[], Awaitable[None]]] = [self._debounce_loop, self._writer_loop, self._reconcile_loop,
-                                                      self._watchdog_loop]
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [self._debounce_loop, self._writer_loop,
+                                                                self._reconcile_loop, self._watchdog_loop]
         if self.listen_redis:
             loops.append(self._redis_loop)
         self._tasks = [asyncio.create_task(f()) for f in loops]
@@ -311,9 +312,9 @@ class Hub:
 
     async def _check_revocations(self) -> None:
         """Backstop for a lost revocation notice: credentials revoked since the last check end their calls."""
-        since = self._revocations_checked - timezone.timedelta(seconds=5)  # margin for clock skew between hosts
+        since = self._revocations_checked - timedelta(seconds=5)  # margin for clock skew between hosts
         self._revocations_checked = timezone.now()
-        self._built_groups: set[int] = set()  # groups whose every registered type has a version (checked once)
+        self._built_groups = set()  # groups whose every registered type has a version (checked once)
         for fp in await in_thread(credentials.revoked_since, since):
             self.close_credential(fp, True, "revoked")
 

@@ -12,7 +12,7 @@ SCHEDULES = [
         task="gateways.reconcile_push",
         every_seconds=max(settings.PUSH_RECONCILE_SECONDS, 10.0),
         queue="config",
-        expires_seconds=max(settings.PUSH_RECONCILE_SECONDS, 10.0),
+        expires_seconds=int(max(settings.PUSH_RECONCILE_SECONDS, 10.0)),
         description="Re-announce desired versions (lost Redis notices) and release instances of dead replicas",
     ),
 ]

@@ -32,6 +32,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -312,7 +313,7 @@ def resync_instances(instance_ids: Iterable[int], *, actor: Any = "automation") 
 
 def mark_stale_disconnected(max_age_seconds: float) -> int:
     """Instances whose replica stopped refreshing last_seen (crashed) are no longer counted as connected."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=max_age_seconds)
+    cutoff = timezone.now() - timedelta(seconds=max_age_seconds)
     return GatewayInstance.objects.filter(connected=True).filter(
         Q(last_seen__lt=cutoff) | Q(last_seen__isnull=True)).update(connected=False, disconnected_at=timezone.now())
 

@@ -54,9 +54,9 @@ class NotificationChannelAdmin(admin.ModelAdmin):
     def has_secret(self, obj: NotificationChannel) -> bool:
         return bool(obj.secret)
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return ["name", "kind", "target", "new_secret", "clear_secret", "enabled", "min_severity", "event_kinds",
-                "options"]
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("name", "kind", "target", "new_secret", "clear_secret", "enabled", "min_severity", "event_kinds",
+                "options")
 
 
 @admin.register(Notification)

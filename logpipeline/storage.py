@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from django.db import connection
@@ -43,7 +44,7 @@ def _copy_time(ts: float) -> str:
     return f"{prefix}.{int((ts - whole) * 1e6):06d}+00"
 
 
-def _json(value: dict[str, object]) -> str:
+def _json(value: Mapping[str, object]) -> str:
     if not value:
         return "{}"
     # jsonb refuses \u0000

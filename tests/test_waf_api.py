@@ -56,12 +56,15 @@ def test_flow_through_the_api_with_four_eyes_in_the_service() -> None:
     assert report["report"]["samples"]["allow->block"][0]["request"]["uri"] == "/wp-login.php"
     assert alice.post(f"/api/waf/versions/{vid}/submit/", {"justification": "scanner"}).status_code == 200
 
+    res = carol.post(f"/api/waf/versions/{vid}/approve/", ["not", "an", "object"], format="json")
+    assert res.status_code == 400 and "JSON object" in res.json()["detail"]  # a clear 400, not a 500 on .get
     res = alice.post(f"/api/waf/versions/{vid}/approve/", {"comment": "mine"}, format="json")
     assert res.status_code == 403 and "cannot approve" in res.json()["detail"]
     res = carol.post(f"/api/waf/versions/{vid}/approve/", {"comment": "?"}, format="json")
     assert res.status_code == 403 and "lacks the permission" in res.json()["detail"]
     pending = bob.get("/api/approvals/", {"state": "pending"}).json()["results"]
     assert [r["subject_id"] for r in pending] == [str(vid)]
+    assert bob.post(f"/api/approvals/{pending[0]['id']}/approve/", ["ok"], format="json").status_code == 400
     res = bob.post(f"/api/approvals/{pending[0]['id']}/approve/", {"comment": "ok"}, format="json")
     assert res.status_code == 200 and res.json()["state"] == "approved"
     assert RuleSetVersion.objects.get(pk=vid).state == "approved"

@@ -4,7 +4,7 @@ approval (decided in audit's approval queue), deploy, roll back; emergency rules
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -56,7 +56,7 @@ class RuleSetForm(forms.ModelForm):
 class RuleSetAdmin(admin.ModelAdmin):
     form = RuleSetForm
     list_display = ("name", "kind", "created_at")
-    list_filter = ("kind",)
+    list_filter: ClassVar[tuple[str, ...]] = ("kind",)
     search_fields = ("name", "description")
     inlines = [VersionInline]
 
@@ -82,7 +82,9 @@ class ConfigDocumentAdmin(RuleSetAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
-        form.base_fields["kind"].choices = [c for c in RuleSetKind.choices if c[0] != RuleSetKind.WAF_RULES]
+        kind = form.base_fields["kind"]
+        assert isinstance(kind, forms.ChoiceField)  # a choices model field's form field
+        kind.choices = [c for c in RuleSetKind.choices if c[0] != RuleSetKind.WAF_RULES]
         return form
 
 

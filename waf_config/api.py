@@ -10,6 +10,7 @@ from typing import Any
 
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,6 +31,13 @@ from waf_config.services import deployment as deploy_service
 from waf_config.services import emergency as emergency_service
 from waf_config.services import versions as version_service
 from waf_config.services.common import NotPermitted, WafError
+
+
+def _fields(request: Request) -> dict[str, Any]:
+    """The request body's fields: a JSON object (or a form); any other JSON value is a 400, not a 500."""
+    if not isinstance(request.data, dict):
+        raise ParseError("the request body must be a JSON object")
+    return request.data
 
 
 class CanView(BasePermission):
@@ -105,7 +113,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"])
     def replay(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
-        name = request.data.get("replay_set")
+        name = _fields(request).get("replay_set")
         replay_set = ReplaySet.objects.filter(name=name).first() if name else \
             ReplaySet.objects.order_by("-created_at").first()
         if replay_set is None:
@@ -124,30 +132,30 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def submit(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
         return _call(lambda: version_service.submit_for_approval(version, request.user,
-                                                                 str(request.data.get("justification", ""))),
+                                                                 str(_fields(request).get("justification", ""))),
                      lambda r: {"approval_request": r.pk, "state": r.state})
 
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
         return _call(lambda: version_service.approve_version(version, request.user,
-                                                             str(request.data.get("comment", ""))), self._show)
+                                                             str(_fields(request).get("comment", ""))), self._show)
 
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
         return _call(lambda: version_service.reject_version(version, request.user,
-                                                            str(request.data.get("comment", ""))), self._show)
+                                                            str(_fields(request).get("comment", ""))), self._show)
 
     @action(detail=True, methods=["post"])
     def deploy(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
         group = None
-        if request.data.get("canary_group"):
-            group = GatewayGroup.objects.filter(name=request.data["canary_group"]).first()
+        if _fields(request).get("canary_group"):
+            group = GatewayGroup.objects.filter(name=_fields(request)["canary_group"]).first()
             if group is None:
-                return Response({"detail": f"no group {request.data['canary_group']!r}"}, status=400)
-        soak = request.data.get("soak_seconds")
+                return Response({"detail": f"no group {_fields(request)['canary_group']!r}"}, status=400)
+        soak = _fields(request).get("soak_seconds")
         return _call(lambda: deploy_service.start_deployment(version, request.user, canary_group=group,
                                                              soak_seconds=int(soak) if soak is not None else None),
                      lambda d: DeploymentSerializer(d).data, status.HTTP_202_ACCEPTED)
@@ -155,10 +163,10 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     @action(detail=True, methods=["post"], url_path="rollback-to")
     def rollback_to(self, request: Request, pk: str | None = None) -> Response:
         version = self._version()
-        names = request.data.get("groups")
+        names = _fields(request).get("groups")
         groups = list(GatewayGroup.objects.filter(name__in=names)) if names else None
         return _call(lambda: deploy_service.rollback_to(version, request.user, groups,
-                                                        reason=str(request.data.get("reason", "manual rollback"))),
+                                                        reason=str(_fields(request).get("reason", "manual rollback"))),
                      lambda d: DeploymentSerializer(d).data)
 
 

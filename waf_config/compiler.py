@@ -102,7 +102,7 @@ def _condition(field_name: str, operator: str, value: str, case_sensitive: bool)
 def _probe_pattern(operator: str, value: str, case_sensitive: bool) -> tuple[str, bool] | None:
     """(pattern, on_lowercased_value) matching exactly when the condition does; None when not expressible."""
     if operator == "regex":
-        return (None if _EXTENDED_FLAG.search(value) else (value, False))  # type: ignore[return-value]
+        return None if _EXTENDED_FLAG.search(value) else (value, False)
     if operator not in ("equals", "contains", "starts_with", "ends_with"):
         return None
     literal = escape(value if case_sensitive else value.lower())
@@ -192,9 +192,9 @@ class RuleMatcher:
                     if bound is not None and bound == bound:  # NaN bounds never hold: left to exact evaluation
                         numeric.setdefault((cond.field, cond.operator == "greater_than"), []).append((bound, index))
                     continue
-                probe = _probe_pattern(cond.operator, cond.value, cond.case_sensitive)
-                if probe is not None:
-                    patterns.setdefault((cond.field, probe[1]), []).append((probe[0], index))
+                expressed = _probe_pattern(cond.operator, cond.value, cond.case_sensitive)
+                if expressed is not None:
+                    patterns.setdefault((cond.field, expressed[1]), []).append((expressed[0], index))
         self.live = live
         self.probes: list[_Probe] = []
         for (field_name, lowered), entries in patterns.items():
@@ -219,7 +219,7 @@ class RuleMatcher:
             if not value:
                 hit = probe.empty_hit
             else:
-                text = value.lower() if probe.lowered else value  # type: ignore[union-attr]
+                text = value.lower() if probe.lowered else value
                 hit = False
                 for regex in probe.regexes:
                     if regex.is_match(text):
@@ -253,7 +253,7 @@ class RuleMatcher:
                 value = values.get(cond.field)
                 if value is None:
                     value = values[cond.field] = request.field_value(cond.field)
-                if not cond.match(value):  # type: ignore[arg-type]  (False, or None: an error skips the rule)
+                if not cond.match(value):  # type: ignore[arg-type]  # False, or None: an error skips the rule
                     fired = False
                     break
             if not fired:

@@ -214,8 +214,8 @@ class _Reader:
             typ, default = (spec, _NO_DEFAULT) if isinstance(spec, dict) else spec
             where = f"{path}.{name}".lstrip(".")
             optional = spec_key.endswith("?")
-            entry = given.get(name)
-            if entry is None or (optional and is_null(entry.value)):
+            found = given.get(name)
+            if found is None or (optional and is_null(found.value)):
                 if optional:
                     continue
                 if default is _NO_DEFAULT:
@@ -226,7 +226,7 @@ class _Reader:
                              f"without it (code default {_show(default)})", where, node)
                 out[name] = default
                 continue
-            out[name] = self.value(entry.value, typ, where)
+            out[name] = self.value(found.value, typ, where)
         return out
 
     def scalar(self, node: Node, typ: str, path: str) -> Any:

@@ -5,6 +5,8 @@ Behaviour is in ``waf_config.services``; approvals go through ``audit.approvals`
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -26,8 +28,8 @@ class RuleSet(models.Model):
         return self.name
 
 
-class ConfigDocumentManager(models.Manager["RuleSet"]):
-    def get_queryset(self) -> models.QuerySet[RuleSet]:
+class ConfigDocumentManager(models.Manager["ConfigDocument"]):
+    def get_queryset(self) -> models.QuerySet[ConfigDocument]:
         return super().get_queryset().exclude(kind=RuleSetKind.WAF_RULES)
 
 
@@ -35,7 +37,7 @@ class ConfigDocument(RuleSet):
     """The config documents the Worker manages (gateway.yaml, ModSecurity files): the same immutable versions,
     validation, approval and deployment as rule sets, listed apart in admin."""
 
-    objects = ConfigDocumentManager()
+    objects: ClassVar[ConfigDocumentManager] = ConfigDocumentManager()
 
     class Meta:
         proxy = True

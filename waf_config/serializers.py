@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from waf_config.models import Deployment, EmergencyRule, ReplayRun, ReplaySet, RuleSet, RuleSetVersion
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from gateways.models import GatewayGroup
 
 
 class RuleSetSerializer(serializers.ModelSerializer):
@@ -17,12 +22,13 @@ class RuleSetSerializer(serializers.ModelSerializer):
 
 
 class ReplayRunSummarySerializer(serializers.ModelSerializer):
-    replay_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    replay_set: serializers.SlugRelatedField[ReplaySet] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True)
 
     class Meta:
         model = ReplayRun
-        fields = ("id", "replay_set", "baseline", "requests_replayed", "newly_blocked", "newly_allowed",
-                  "started_at", "finished_at")
+        fields: tuple[str, ...] = ("id", "replay_set", "baseline", "requests_replayed", "newly_blocked",
+                                   "newly_allowed", "started_at", "finished_at")
 
 
 class ReplayRunSerializer(ReplayRunSummarySerializer):
@@ -31,8 +37,8 @@ class ReplayRunSerializer(ReplayRunSummarySerializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
-    rule_set = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    author = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    rule_set: serializers.SlugRelatedField[RuleSet] = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    author: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     findings = serializers.JSONField(source="validation_errors", read_only=True)
     latest_replay = serializers.SerializerMethodField()
 
@@ -53,8 +59,10 @@ class NewVersionSerializer(serializers.Serializer):
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
-    canary_group = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    canary_group: serializers.SlugRelatedField[GatewayGroup] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True)
+    requested_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True)
 
     class Meta:
         model = Deployment

@@ -47,6 +47,9 @@ class EncryptedBytesField(models.BinaryField):
 
     description = "Bytes encrypted at rest with FIELD_ENCRYPTION_KEYS"
     python_type: type = bytes
+    # what django-stubs' plugin gives a model attribute of this field (BinaryField's says bytes | memoryview)
+    _pyi_private_set_type: bytes
+    _pyi_private_get_type: bytes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("editable", False)
@@ -84,6 +87,8 @@ class EncryptedTextField(EncryptedBytesField):
 
     description = "Text encrypted at rest with FIELD_ENCRYPTION_KEYS"
     python_type = str
+    _pyi_private_set_type: str  # type: ignore[assignment]
+    _pyi_private_get_type: str  # type: ignore[assignment]
 
     def _decode(self, plaintext: bytes) -> str:
         return plaintext.decode()

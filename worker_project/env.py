@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import overload
 from urllib.parse import parse_qsl, unquote, urlparse
 
 
@@ -11,6 +12,10 @@ class ImproperlyConfiguredEnv(Exception):
     """A variable holds a value that cannot be used."""
 
 
+@overload
+def env_str(name: str, default: str) -> str: ...
+@overload
+def env_str(name: str, default: None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None) -> str | None:
     """Plain string; ``NAME_FILE`` (a path) wins over ``NAME`` so secrets can come from mounted files."""
     file_path = os.environ.get(f"{name}_FILE")

@@ -79,7 +79,7 @@ class RedisLock:
 
     def holder(self) -> str | None:
         value = self.client.get(self.key)
-        return value.decode() if value else None
+        return value.decode() if isinstance(value, bytes) else value or None
 
     def start_refresher(self) -> None:
         """Extend the TTL every third of it from a daemon thread, until ``release()``."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from types import TracebackType
 
 from worker_project.redaction import redact, redact_text
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -26,7 +29,7 @@ class RedactSecretsFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     """Plain lines; tracebacks are redacted too (an exception message can carry a token)."""
 
-    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+    def formatException(self, ei: _ExcInfo) -> str:  # noqa: N802 - logging's name
         return redact_text(super().formatException(ei))
 
 

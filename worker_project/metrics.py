@@ -4,7 +4,8 @@ gunicorn_conf), app gauges read on scrape.
 Each app adds a *reader* (``add_reader``): a plain function that reads one store and returns its metric
 families, or raises. One collector runs them all on scrape: a reader that raises costs its own families and
 shows as ``gw_metrics_collector_up{collector=...,store=...} 0`` with one warning line, and the scrape still
-answers. Readers are cheap: one aggregate query or one Redis round trip each.
+answers. Readers are cheap: one aggregate query or one Redis round trip each. This module imports no app: the
+job-history, queue and heartbeat readers are audit's (``audit.metrics``), the certificate ones certificates'.
 """
 
 from __future__ import annotations
@@ -25,10 +26,6 @@ logger = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("gw_http_requests_total", "HTTP requests served", ["method", "status"])
 HTTP_LATENCY = Histogram("gw_http_request_seconds", "HTTP request latency", ["method"])
-
-# kombu's Redis transport keeps one list per priority step; the plain name is priority 0.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-
 
 class RequestMetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -83,51 +80,6 @@ class ScrapeCollector(Collector):
             yield from families
         yield up
 
-
-def read_job_runs() -> list[Metric]:
-    """Task runs by task and state: one GROUP BY over the job history (every worker, across restarts)."""
-    from django.db.models import Count
-
-    from audit.models import JobRun
-
-    runs = GaugeMetricFamily("gw_task_runs", "Task runs kept in the job history, by task and state",
-                             labels=["task", "state"])
-    for task_name, state, n in JobRun.objects.order_by().values_list("task_name", "state").annotate(n=Count("id")):
-        runs.add_metric([task_name, state], n)
-    return [runs]
-
-
-def read_queues() -> list[Metric]:
-    """Messages waiting per Celery queue and the age of beat's last heartbeat: one Redis pipeline."""
-    import redis
-    from django.conf import settings
-
-    from audit.heartbeat import HEARTBEAT_KEY
-    from worker_project.celery import QUEUES
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for queue in QUEUES:
-            for suffix in _PRIORITY_SUFFIXES:
-                pipe.llen(queue + suffix)
-        pipe.get(HEARTBEAT_KEY)
-        values = pipe.execute()
-    finally:
-        client.close()
-    depth = GaugeMetricFamily("gw_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
-    per_queue = len(_PRIORITY_SUFFIXES)
-    for i, queue in enumerate(QUEUES):
-        depth.add_metric([queue], sum(values[i * per_queue:(i + 1) * per_queue]))
-    age = GaugeMetricFamily("gw_beat_heartbeat_age_seconds",
-                            "Seconds since the beat heartbeat job last ran (+Inf: never, or not for a day)")
-    stamp = values[-1]
-    age.add_metric([], float("inf") if stamp is None else max(0.0, time.time() - float(stamp)))
-    return [depth, age]
-
-
-add_reader("job_history", "database", read_job_runs)
-add_reader("queues", "redis", read_queues)
 
 SCRAPE_COLLECTOR = ScrapeCollector()
 _registered = False

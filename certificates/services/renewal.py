@@ -124,10 +124,10 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
     if order is not None and order.account is not None:  # resume first, with the order's own issuer
         issuers = [order.account] + [a for a in issuers if a.pk != order.account_id]
     if not issuers:
-        exc = AcmeError("no ACME issuer configured for this certificate", error_type=LocalError.NO_ISSUER,
-                        permanent=True)
-        _failed_attempt_without_ca(cert, exc, task_id)
-        return _record_failure(cert, exc, str(exc))
+        no_issuer = AcmeError("no ACME issuer configured for this certificate", error_type=LocalError.NO_ISSUER,
+                              permanent=True)
+        _failed_attempt_without_ca(cert, no_issuer, task_id)
+        return _record_failure(cert, no_issuer, str(no_issuer))
     errors: list[str] = []
     last: AcmeError | None = None
     for account in issuers:

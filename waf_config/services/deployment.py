@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 DEPLOY_PERMISSION = "waf_config.deploy_rulesetversion"
 # file kind -> push-plane resource type (ModSecurity files have no resource type on the push plane yet)
-RESOURCE_OF_KIND = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config"}
+RESOURCE_OF_KIND: dict[str, str] = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config"}
 SERVABLE_STATES = (VersionState.CANARY, VersionState.DEPLOYED)
 
 
@@ -264,7 +264,7 @@ def rollback_deployment(deployment: Deployment, reason: str, actor: Any = "waf_c
     """Point every group this rollout touched back at what it ran before, and publish (automatic or manual)."""
     version = deployment.version
     with transaction.atomic():
-        restored = {}
+        restored: dict[str, int | None] = {}
         for name, previous_id in deployment.previous.items():
             group = GatewayGroup.objects.filter(name=name).first()
             if group is None:

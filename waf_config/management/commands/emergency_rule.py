@@ -55,11 +55,11 @@ class Command(BaseCommand):
                     action="log" if opts["count_only"] else "block", expires_in=timedelta(seconds=opts["expires_in"]))
                 self.stdout.write(f"rule {rule.pk}: {rule} until {rule.expires_at:%Y-%m-%d %H:%M:%S} UTC")
             elif opts["op"] == "withdraw":
-                rule = EmergencyRule.objects.filter(pk=opts["rule_id"]).first()
-                if rule is None:
+                existing = EmergencyRule.objects.filter(pk=opts["rule_id"]).first()
+                if existing is None:
                     raise CommandError(f"no emergency rule {opts['rule_id']}")
-                done = withdraw_emergency_rule(rule, self._user(opts["user"]), "withdrawn from the command line")
-                self.stdout.write(f"rule {rule.pk}: {'withdrawn' if done else 'was already withdrawn'}")
+                done = withdraw_emergency_rule(existing, self._user(opts["user"]), "withdrawn from the command line")
+                self.stdout.write(f"rule {existing.pk}: {'withdrawn' if done else 'was already withdrawn'}")
             else:
                 for rule in live_rules():
                     self.stdout.write(f"{rule.pk:6} {rule.action:5} {rule.kind:7} {rule.pattern:40} "
