@@ -40,7 +40,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REFUSED_KEPT = 50  # refused entries remembered on the feed (the count is complete)
 ADDRESS_KEYS = ("ip", "cidr", "network", "address", "ip_address", "prefix")
 NOTE_KEYS = ("comment", "reason", "description", "sblid", "id", "category")
-PUBLISHER = "integrations.threat_feeds"
 
 
 class FeedError(Exception):
@@ -299,4 +298,4 @@ def fetch_all_and_publish() -> dict[str, Any]:
     return {"feeds": results, "proposed_version": version.pk if version is not None else None}
 
 
-__all__ = ["PUBLISHER", "ThreatListPublication", "fetch_feed", "merged_blocklist", "validate_entry"]
+__all__ = ["ThreatListPublication", "fetch_feed", "merged_blocklist", "validate_entry"]

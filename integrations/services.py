@@ -9,6 +9,7 @@ feeds in ``integrations.feeds``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
@@ -127,3 +128,18 @@ def threat_feed_blocklist() -> list[str]:
     from integrations.feeds import merged_blocklist
 
     return [entry.network for entry in merged_blocklist()]
+
+
+BlocklistProposer = Callable[[str, list[str], set[str]], Any]
+_blocklist_proposer: BlocklistProposer | None = None
+
+
+def register_blocklist_proposer(fn: BlocklistProposer) -> None:
+    """``fn(document_name, feed_entries, previous_feed_entries) -> version | None``: how the merged threat-feed list
+    becomes a config version (registered by waf_config, which integrations does not import)."""
+    global _blocklist_proposer
+    _blocklist_proposer = fn
+
+
+def blocklist_proposer() -> BlocklistProposer | None:
+    return _blocklist_proposer

@@ -252,16 +252,6 @@ def test_admin_queue_shows_who_why_policy_and_preflight(world, bind_server, clie
     assert ApprovalRequest.objects.filter(subject_id=str(request.pk), action=svc.ISSUE_ACTION).exists()
 
 
-def test_the_gateway_seam_is_offered_when_the_gateways_app_has_it() -> None:
-    """gateways.services.register_certificate_requester is being added by another engineer; until it exists the
-    certificates app's offer is a no-op that says so."""
-    import gateways.services as gateway_services
-    from certificates.services import seams
-
-    expected = hasattr(gateway_services, "register_certificate_requester")
-    assert seams.register_certificate_requester(svc.request_from_gateway) is expected
-
-
 def test_change_command_files_a_move_and_refuses_an_emergency_without_a_reason(world, bind_server) -> None:  # type: ignore[no-untyped-def]
     issuer, policy, who = world
     target = group_with_policy(issuer, bind_server.zone).group

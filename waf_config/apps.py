@@ -8,8 +8,9 @@ class WafConfigConfig(AppConfig):
     def ready(self) -> None:
         # the push plane builds "waf_rules", "config" and "emergency_rules" with these; approvals of versions are
         # decided through audit.approvals, which calls back here
-        from waf_config.services import deployment, emergency, versions
+        from waf_config.services import deployment, emergency, threat_lists, versions
 
         deployment.register_resources()
         emergency.register_resources()
         versions.register()
+        threat_lists.register()  # threat-feed block lists from integrations become gateway.yaml versions

@@ -73,13 +73,9 @@ def notify(kind: str, severity: Severity, subject: str, *, dedup_key: str, conte
     return integrations.notify(kind, severity, subject, dedup_key=dedup_key, context=context)
 
 
-def register_certificate_requester(fn: Callable[[int, str], str]) -> bool:
-    """Offer ``fn(group_id, domain) -> outcome`` to the gateways app, whose ``GetCertificate`` calls it for a name
-    no certificate covers. False while that app has no such seam yet (nothing else changes)."""
-    from gateways import services as gateway_services
+def register_certificate_requester(fn: Callable[[int, str], str]) -> None:
+    """Give the gateways app ``fn(group_id, domain) -> outcome``: its ``GetCertificate`` calls it for a name no
+    certificate of the caller's group covers, and puts the outcome into the NOT_FOUND message."""
+    from gateways.services import register_certificate_requester as register
 
-    register = getattr(gateway_services, "register_certificate_requester", None)
-    if register is None:
-        return False
     register(fn)
-    return True
