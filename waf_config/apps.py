@@ -13,3 +13,7 @@ class WafConfigConfig(AppConfig):
         deployment.register_resources()
         emergency.register_resources()
         versions.register()
+        # the log pipeline's detections become emergency rules through its responder seam
+        from waf_config import responder
+
+        responder.register()
