@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from .config import AgentConfig
 from .files import Transaction
+from .logship import render_log_directives
 from .probe import wait_until_served
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,10 @@ class Applier:
     def _apply_emergency_rules(self, res: pb.EmergencyRuleSet, tx: Transaction) -> None:
         path = self._dir(self.cfg.emergency_file, "emergency_file")
         if path.suffix == ".conf":  # an nginx include (in http {}): the data plane enforces IP/CIDR blocks itself
-            tx.write(path, render_access_rules(res).encode())
+            text = render_access_rules(res)
+            if self.cfg.access_log:  # the JSON access log the agent ships is configured in the same include
+                text += render_log_directives(self.cfg.access_log)
+            tx.write(path, text.encode())
             return
         data = json_format.MessageToDict(res, preserving_proto_field_name=True)
         tx.write(path, yaml.safe_dump(data, sort_keys=True).encode())

@@ -17,6 +17,7 @@ from . import __version__
 from .apply import Applier, ApplyError, journal_line
 from .config import AgentConfig
 from .files import atomic_write
+from .logship import Tailer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.applier = Applier(cfg)
         self.known: dict[str, int] = self._load_known()
+        self.tailer = (Tailer(cfg.access_log, self.state_dir / "logship.json", max_lines=cfg.log_batch_lines)
+                       if cfg.access_log else None)
 
     @property
     def _known_path(self) -> Path:
@@ -86,6 +89,24 @@ class Agent:
             wakeups: dict[str, asyncio.Event] = {}
             write_lock = asyncio.Lock()
             workers: list[asyncio.Task[None]] = []
+            log_acked = asyncio.Event()
+
+            async def ship_loop(tailer: Tailer) -> None:
+                # one batch in flight: read from the acknowledged offset, send, wait for the LogAck (which moves
+                # the offset); no ack in time: send again from the same offset (the Worker stores a range once)
+                while True:
+                    batch = await asyncio.to_thread(tailer.read_batch)
+                    if batch is None:
+                        await asyncio.sleep(self.cfg.log_poll_seconds)
+                        continue
+                    log_acked.clear()
+                    async with write_lock:
+                        await call.write(batch.message())
+                    try:
+                        await asyncio.wait_for(log_acked.wait(), self.cfg.log_ack_timeout)
+                    except TimeoutError:
+                        logger.warning("no LogAck for %s [%d, %d); resending", batch.source, batch.offset_start,
+                                       batch.offset_end)
 
             async def apply_loop(rtype: str) -> None:
                 while True:
@@ -96,6 +117,8 @@ class Agent:
                     async with write_lock:
                         await call.write(reply)
 
+            if self.tailer is not None:
+                workers.append(asyncio.create_task(ship_loop(self.tailer)))
             try:
                 while True:
                     msg = await call.read()
@@ -112,6 +135,9 @@ class Agent:
                             wakeups[rtype] = asyncio.Event()
                             workers.append(asyncio.create_task(apply_loop(rtype)))
                         wakeups[rtype].set()
+                    elif kind == "log_ack" and self.tailer is not None:
+                        await asyncio.to_thread(self.tailer.acked, msg.log_ack)
+                        log_acked.set()
                     for w in workers:
                         if w.done() and w.exception() is not None:  # a reply could not be written: stream is over
                             await call

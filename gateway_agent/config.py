@@ -17,6 +17,7 @@ directory plus a plain nginx as the data plane::
     emergency_file: /etc/gateway/emergency-rules.yaml
     nginx_include: /etc/nginx/conf.d/gateway-tls.conf
     nginx_listen: "443"
+    access_log: /var/log/nginx/gateway.json.log  # ship it: nginx writes it (log_format in the emergency .conf)
     nginx_http_listen: "80"
     check_command: nginx -t
     reload_command: nginx -s reload
@@ -57,6 +58,12 @@ class AgentConfig:
     nginx_http_listen: str = ""        # if set, also a port-80 style server answering ACME challenges
     confirm_served: bool = True        # after a reload, ACK only once nginx presents the new certificates
     backoff_max: float = 30.0
+    # the JSON access log nginx writes (its log_format and access_log lines go into emergency_file when that is an
+    # nginx .conf include) and the agent ships on the push stream, resuming at the Worker's acknowledged offset
+    access_log: str = ""
+    log_batch_lines: int = 500
+    log_poll_seconds: float = 0.5
+    log_ack_timeout: float = 30.0      # no LogAck by then: the batch is resent (the Worker never stores it twice)
 
     @classmethod
     def load(cls, path: str | None, overrides: dict[str, Any]) -> AgentConfig:
@@ -89,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, help="a shell-quoted command line")
         elif f.type in ("float", float):
             p.add_argument(flag, dest=f.name, type=float)
+        elif f.type in ("int", int):
+            p.add_argument(flag, dest=f.name, type=int)
         else:
             p.add_argument(flag, dest=f.name)
     p.add_argument("--log-level", default="INFO")

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import grpc
@@ -181,7 +182,12 @@ class PushServicer:
             err = "Hello may be sent only once per stream"
         elif kind == "logs":
             err = None
-            self._ship(st, [_v1_entry(e) for e in msg.logs.entries])
+            position = None
+            if msg.logs.source:
+                if not 0 <= msg.logs.offset_start <= msg.logs.offset_end:
+                    raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "LogBatch offsets out of order")
+                position = intake.LogPosition(msg.logs.source[:256], msg.logs.offset_start, msg.logs.offset_end)
+            self._ship(st, [_v1_entry(e) for e in msg.logs.entries], position)
         elif kind == "security_events":
             err = None
             self._ship(st, [_v1_event(e) for e in msg.security_events.events])
@@ -190,13 +196,15 @@ class PushServicer:
         if err:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, err)
 
-    def _ship(self, st: StreamState, records: list[dict[str, Any]]) -> None:
+    def _ship(self, st: StreamState, records: list[dict[str, Any]], position: intake.LogPosition | None = None
+              ) -> None:
         """Hand a batch to the log pipeline (if one is installed), tagged with this stream's instance. One batch
-        at a time per stream, in order: the reader waits for the previous one before it reads on."""
+        at a time per stream, in order: the reader waits for the previous one before it reads on. A batch with a
+        position is answered with LogAck once stored (or found already stored)."""
         sink = intake.log_sink()
-        if sink is None or not records:
+        if sink is None or (not records and position is None):
             return
-        st.shipping = asyncio.ensure_future(_store_batch(sink, st.instance_id, records))
+        st.shipping = asyncio.ensure_future(_store_batch(sink, st, records, position))
 
     async def fetch(self, request: pb.FetchResourceRequest, context: grpc.aio.ServicerContext) -> Any:
         _check_type(request.type)
@@ -221,11 +229,20 @@ class PushServicer:
         return pb.StatusReply(accepted=await in_thread(_touch, instance_id))
 
 
-async def _store_batch(sink: Any, instance_id: str, records: list[dict[str, Any]]) -> None:
+async def _store_batch(sink: Any, st: StreamState, records: list[dict[str, Any]],
+                       position: intake.LogPosition | None = None) -> None:
     try:
-        await in_thread(sink, "grpc-stream", instance_id, records, "gateway-entry")
-    except Exception:
-        logger.exception("log batch of %d entries from %s was not stored", len(records), instance_id)
+        if position is None:
+            await in_thread(sink, "grpc-stream", st.instance_id, records, "gateway-entry")
+            return
+        done = await in_thread(partial(sink, position=position), "grpc-stream", st.instance_id, records,
+                               "gateway-entry")
+    except Exception:  # not acknowledged: the sender resends from its last acknowledged offset
+        logger.exception("log batch of %d entries from %s was not stored", len(records), st.instance_id)
+        return
+    ack = pb.LogAck(source=position.source, offset_end=done.offset_end,
+                    stored=0 if done.duplicate else done.processed, malformed=done.errors)
+    st.queue.put_nowait(pb.WorkerMessage(log_ack=ack).SerializeToString())
 
 
 def _v1_entry(e: pb.LogEntry) -> dict[str, Any]:

@@ -7,6 +7,11 @@ imports no domain app:
   stores (and correlates) a batch before it returns and answers ``LogIntake(processed, errors)``; the push
   stream's ``LogBatch`` / ``SecurityEventBatch`` and the draft ``SendLogs`` hand their entries to it, tagged with
   the instance id of the caller's credential. Without a sink, nothing is stored and callers say so.
+  A push-stream ``LogBatch`` that names a ``source`` (the reference agent's access-log tail) is handed over with
+  ``position=LogPosition(source, offset_start, offset_end)``: the sink stores the entries and the source's offset
+  together, stores nothing for a range it already stored, and answers ``offset_end`` (where its stored range of
+  that source ends now); the stream answers the sender with ``LogAck``. Sinks are called with ``position`` only
+  for such batches, so a sink without the keyword keeps working for the rest.
 - ``register_certificate_requester(fn)``: what the draft ``GetCertificate`` does for a name no certificate of
   the caller's group covers. ``fn(group_id, domain) -> str`` (e.g. ``"pending"``, ``"outside-policy"``) is put
   into the NOT_FOUND message.
@@ -14,18 +19,26 @@ imports no domain app:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
 class LogIntake:
     processed: int      # entries stored (or deliberately skipped) — what a sender may count as done
     errors: int         # entries refused as malformed (counted and sampled by the pipeline)
+    offset_end: int = -1  # with a position: where the stored range of that source ends now (-1: not tracked)
+    duplicate: bool = False  # with a position: the range was already stored; nothing was stored again
 
 
-LogSink = Callable[[str, str, Sequence[dict[str, Any]], str], LogIntake]
+@dataclass(frozen=True)
+class LogPosition:
+    source: str         # the sender's name for the byte stream (e.g. an access log and its inode)
+    offset_start: int
+    offset_end: int
+
+
+LogSink = Callable[..., LogIntake]  # (source_kind, instance_id, records, fmt, *, position=None)
 CertificateRequester = Callable[[int, str], str]
 
 _log_sink: LogSink | None = None

@@ -259,6 +259,26 @@ class ImportCheckpoint(models.Model):
         return f"{self.path} @ {self.offset}"
 
 
+class ShipOffset(models.Model):
+    """How far a shipper's byte stream (the reference agent's access log) is stored, per (instance, source).
+
+    Written in the transaction that stores the batch's rows, so a batch resent after a crash is recognised and
+    never stored twice; what the Worker answers in ``LogAck`` and the agent resumes from."""
+
+    instance_id = models.CharField(max_length=128)
+    source = models.CharField(max_length=256, help_text="the shipper's name for the stream (path and inode)")
+    offset_end = models.PositiveBigIntegerField(default=0, help_text="bytes stored so far")
+    batches = models.PositiveBigIntegerField(default=0)
+    duplicates = models.PositiveBigIntegerField(default=0, help_text="resent ranges answered without storing")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance_id", "source"], name="uniq_ship_offset")]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.source} @ {self.offset_end}"
+
+
 class LogArchive(models.Model):
     """A compressed archive of one period's rows, written before those rows are deleted."""
 

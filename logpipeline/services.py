@@ -65,6 +65,8 @@ class IngestResult:
     malformed: int = 0
     samples: list[Malformed] = field(default_factory=list)  # at most LOG_MALFORMED_SAMPLES of this batch
     detections: list[Detection] = field(default_factory=list)
+    offset_end: int = -1  # with a position: where the stored range of that source ends now
+    duplicate: bool = False  # with a position: the range overlapped what was stored; nothing stored
 
     @property
     def processed(self) -> int:
@@ -142,8 +144,13 @@ def _malformed(result: IngestResult, reason: str, record: Any, max_samples: int)
 
 
 def ingest(source_kind: str, instance_id: str, records: Sequence[dict[str, Any] | bytes | str], fmt: str = "auto",
-           *, correlate: bool = True, store: bool = True, engine: Engine | None = None) -> IngestResult:
-    """Parse, store and correlate one batch from one source; see the module docstring."""
+           *, correlate: bool = True, store: bool = True, engine: Engine | None = None,
+           position: tuple[str, int, int] | None = None) -> IngestResult:
+    """Parse, store and correlate one batch from one source; see the module docstring.
+
+    ``position=(source, offset_start, offset_end)``: the records are that byte range of a shipper's stream. The
+    rows and the stream's new offset commit together; a range starting before the stored offset is a resend and
+    stores nothing (``duplicate``); ``offset_end`` answers where the stored range ends now."""
     if source_kind not in SOURCE_KINDS:
         raise ValueError(f"unknown source kind {source_kind!r}; one of {', '.join(SOURCE_KINDS)}")
     if fmt not in FORMATS:
@@ -156,7 +163,14 @@ def ingest(source_kind: str, instance_id: str, records: Sequence[dict[str, Any] 
     events = parse_records(parser, records, fmt, result, settings.LOG_MALFORMED_SAMPLES)
     requests = [e for e in events if e.kind == "request"]
     security = [e for e in events if e.kind == "security"] if len(requests) != len(events) else []
-    if store:
+    if position is not None:
+        with transaction.atomic():
+            if not _advance(instance_id, position, result):
+                return result
+            result.stored = store_requests(requests)
+            result.security_events = store_security_events(security)
+            record_source(source_kind, instance_id, result)
+    elif store:
         with transaction.atomic():
             result.stored = store_requests(requests)
             result.security_events = store_security_events(security)
@@ -168,6 +182,22 @@ def ingest(source_kind: str, instance_id: str, records: Sequence[dict[str, Any] 
         if result.detections:
             record_detections(result.detections)
     return result
+
+
+def _advance(instance_id: str, position: tuple[str, int, int], result: IngestResult) -> bool:
+    """Move the stream's offset in the caller's transaction (row locked); False for a resent range."""
+    from logpipeline.models import ShipOffset
+
+    source, start, end = position
+    ShipOffset.objects.get_or_create(instance_id=instance_id, source=source[:256])
+    row = ShipOffset.objects.select_for_update().get(instance_id=instance_id, source=source[:256])
+    if start < row.offset_end:  # already stored (wholly or in part): the sender resumes at our offset
+        ShipOffset.objects.filter(pk=row.pk).update(duplicates=F("duplicates") + 1)
+        result.duplicate, result.offset_end = True, row.offset_end
+        return False
+    ShipOffset.objects.filter(pk=row.pk).update(offset_end=end, batches=F("batches") + 1)
+    result.offset_end = end
+    return True
 
 
 def record_source(source_kind: str, instance_id: str, result: IngestResult) -> None:
@@ -201,10 +231,13 @@ def record_source(source_kind: str, instance_id: str, result: IngestResult) -> N
 
 def register_gateway_doors() -> None:
     """The gRPC doors (push-stream log batches, the draft SendLogs) reach ingest through the gateways seam."""
-    from gateways.services import LogIntake, register_log_sink
+    from gateways.intake import LogIntake, LogPosition, register_log_sink
 
-    def sink(source_kind: str, instance_id: str, records: Sequence[dict[str, Any]], fmt: str) -> LogIntake:
-        result = ingest(source_kind, instance_id, list(records), fmt)
-        return LogIntake(processed=result.processed, errors=result.malformed)
+    def sink(source_kind: str, instance_id: str, records: Sequence[dict[str, Any]], fmt: str, *,
+             position: LogPosition | None = None) -> LogIntake:
+        where = None if position is None else (position.source, position.offset_start, position.offset_end)
+        result = ingest(source_kind, instance_id, list(records), fmt, position=where)
+        return LogIntake(processed=result.processed, errors=result.malformed, offset_end=result.offset_end,
+                         duplicate=result.duplicate)
 
     register_log_sink(sink)

@@ -14,3 +14,7 @@ class WafConfigConfig(AppConfig):
         emergency.register_resources()
         versions.register()
         threat_lists.register()  # threat-feed block lists from integrations become gateway.yaml versions
+        # the log pipeline's detections become emergency rules through its responder seam
+        from waf_config import responder
+
+        responder.register()

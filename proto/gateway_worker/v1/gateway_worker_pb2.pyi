@@ -101,10 +101,16 @@ class LogEntry(_message.Message):
     def __init__(self, timestamp_ms: _Optional[int] = ..., level: _Optional[str] = ..., message: _Optional[str] = ..., client_ip: _Optional[str] = ..., host: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., status_code: _Optional[int] = ..., response_time_ms: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., user_agent: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LogBatch(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "source", "offset_start", "offset_end")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_START_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_END_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
+    source: str
+    offset_start: int
+    offset_end: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., source: _Optional[str] = ..., offset_start: _Optional[int] = ..., offset_end: _Optional[int] = ...) -> None: ...
 
 class SecurityEvent(_message.Message):
     __slots__ = ("timestamp_ms", "event_type", "severity", "client_ip", "rule_id", "description", "request_id", "details")
@@ -140,12 +146,26 @@ class SecurityEventBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[SecurityEvent, _Mapping]]] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("welcome", "update")
+    __slots__ = ("welcome", "update", "log_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    LOG_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     update: ResourceUpdate
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., update: _Optional[_Union[ResourceUpdate, _Mapping]] = ...) -> None: ...
+    log_ack: LogAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., update: _Optional[_Union[ResourceUpdate, _Mapping]] = ..., log_ack: _Optional[_Union[LogAck, _Mapping]] = ...) -> None: ...
+
+class LogAck(_message.Message):
+    __slots__ = ("source", "offset_end", "stored", "malformed")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_END_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    offset_end: int
+    stored: int
+    malformed: int
+    def __init__(self, source: _Optional[str] = ..., offset_end: _Optional[int] = ..., stored: _Optional[int] = ..., malformed: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("replica", "server_time")
