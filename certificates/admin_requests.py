@@ -26,7 +26,7 @@ class CertificateRequestForm(forms.ModelForm):
         fields = ("group", "issuer", "key_type", "challenge_type", "dns_server", "justification")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors:
             return data
         try:

@@ -393,5 +393,5 @@ class CertificateChange(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        what = self.certificate.name if self.certificate_id else "all certificates"
+        what = self.certificate.name if self.certificate is not None else "all certificates"
         return f"{self.get_kind_display()}: {what}"

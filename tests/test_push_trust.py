@@ -431,3 +431,89 @@ def test_an_ack_counts_only_with_the_nonce_sent_on_that_stream(server, pki, flee
     time.sleep(0.3)  # the event writer flushes within milliseconds
     assert not InstanceResourceState.objects.filter(instance__instance_id="gw-default",
                                                     acked_version__isnull=False).exists()
+
+
+def test_a_draft_only_fleet_gets_its_groups_state_and_early_watches_the_first_version(server, pki, state) -> None:
+    """No v1 agent ever says Hello: a draft watch opened before its group has any version receives the first one
+    when it is published, and a version whose Redis notice is lost still reaches it through the reconcile."""
+    from django.test import override_settings
+
+    srv = server(reconcile_seconds=0.5)
+    group = create_group("draft-only", actor="tests")  # every type built for it, with the test's builders
+    (waf_v1,) = publish_desired_state("waf_rules", group)
+    c, k, _ = pki.client("gw-draft-only", "draft-only")
+    got: list[str] = []
+
+    async def watch(n: int) -> None:
+        creds = grpc.ssl_channel_credentials(pki.ca.read_bytes(), k.read_bytes(), c.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as ch:
+            call = dgrpc.GatewayWorkerServiceStub(ch).WatchConfigurationUpdates(
+                dpb.ConfigurationWatchRequest(config_types=["gateway"]))
+            async for u in call:
+                got.append(u.config_data)
+                if len(got) == n:
+                    call.cancel()
+                    return
+
+    # the config type has no version for this group yet: remove it, then watch, then publish the first one
+    from gateways.models import ResourceVersion
+    ResourceVersion.objects.filter(group=group, resource_type="config").delete()
+    import threading
+
+    t = threading.Thread(target=lambda: asyncio.run(watch(2)), daemon=True)
+    t.start()
+    wait_until(lambda: srv.running.hub.watch_groups.get(group.pk), message="watch registered")
+    state[("config", "draft-only")] = {"name": "gateway.yaml", "content": "first\n"}
+    publish_desired_state("config", group)
+    wait_until(lambda: got == ["first\n"], message="first version reached the early watch")
+    state[("config", "draft-only")] = {"name": "gateway.yaml", "content": "second\n"}
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):  # the notice is lost
+        publish_desired_state("config", group)
+    t.join(15)
+    assert got == ["first\n", "second\n"]
+    assert waf_v1.group_id == group.pk
+
+
+def test_streams_gauge_counts_each_call_once_and_never_goes_negative(server, pki, fleet) -> None:
+    from gateways import metrics
+
+    srv = server()
+
+    def gauge() -> float:
+        return metrics.REGISTRY.get_sample_value("gw_push_streams") or 0.0
+
+    start = gauge()
+    with pki.channel(srv.port, "gw-default") as ch:
+        draft = dgrpc.GatewayWorkerServiceStub(ch)
+        calls = [draft.WatchCertificateUpdates(dpb.CertificateWatchRequest(), timeout=10) for _ in range(3)]
+        wait_until(lambda: gauge() == start + 3, message="three open")
+        for c in calls:
+            c.cancel()
+        # refused calls (bad gateway_id) are never counted, so they cannot be subtracted either
+        for _ in range(5):
+            _raises(grpc.StatusCode.PERMISSION_DENIED, lambda: list(draft.WatchCertificateUpdates(
+                dpb.CertificateWatchRequest(gateway_id="gw-canary"), timeout=5)))
+        wait_until(lambda: gauge() == start, message="back to where it was")
+    assert gauge() >= 0
+
+
+def test_run_grpc_metrics_scrapes_open_no_database_connection(pki) -> None:
+    from django.db import connection
+
+    from tests.push_support import GrpcProcess
+
+    def backends() -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return int(cur.fetchone()[0])
+
+    proc = GrpcProcess(pki).start()
+    try:
+        wait_until(lambda: proc.metric("gw_push_streams") is not None, message="metrics")
+        time.sleep(1.0)
+        before = backends()
+        for _ in range(30):
+            assert proc.metric("gw_push_streams") is not None
+        assert backends() <= before, (before, backends())
+    finally:
+        proc.stop()

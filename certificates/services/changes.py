@@ -102,7 +102,7 @@ def on_change_decided(approval: ApprovalRequest, decision: str) -> None:
         return
     if change.kind == CertificateChangeKind.MOVE:
         assert change.certificate is not None
-        cert = Certificate.objects.select_for_update().get(pk=change.certificate_id)
+        cert = Certificate.objects.select_for_update().get(pk=change.certificate.pk)
         try:
             _check_target_policy(cert, change.target_group)
         except ChangeRefused as exc:

@@ -211,7 +211,7 @@ def _count(group_id: int, outcome: str) -> None:
 def ondemand_counts(group_id: int) -> dict[str, int]:
     """How often each outcome answered a Gateway group (admin shows it on the policy)."""
     raw = _redis().hgetall(f"certificates:ondemand:{group_id}")
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
 
 def _rate_limited(policy: CertificatePolicy) -> bool:

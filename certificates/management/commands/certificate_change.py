@@ -51,6 +51,6 @@ class Command(BaseCommand):
                                                     justification=options["justification"])
         except changes.ChangeRefused as exc:
             raise CommandError(str(exc)) from exc
-        approval = approvals.pending_for(change, changes.ACTIONS[change.kind])
+        approval = approvals.pending_for(change, changes.ACTIONS[changes.CertificateChangeKind(change.kind)])
         self.stdout.write(f"{change}: waits for a second person: manage.py decide_approval "
                           f"{approval.pk if approval else '?'} --user APPROVER --approve")

@@ -53,12 +53,12 @@ class Command(BaseCommand):
         except BackupError as exc:
             raise CommandError(str(exc)) from exc
         person = user()
-        change = CertificateChange.objects.filter(pk=options["approval"] or 0).first()
-        if person is None or change is None:
+        approved = CertificateChange.objects.filter(pk=options["approval"] or 0).first()
+        if person is None or approved is None:
             raise CommandError("a backup holds private keys: ask with --request --user U --justification WHY, have "
                                "a second person approve it, then export with --user U --approval ID")
         try:
-            counts = export_with_keys(change, person, options["output"], passphrase)
+            counts = export_with_keys(approved, person, options["output"], passphrase)
         except (BackupError, ChangeRefused) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"wrote {options['output']}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
