@@ -11,10 +11,12 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from audit.approvals import ApprovalError
 from certificates.models import CertificateChange, CertificatePolicy, CertificateRequest, RequestState
 from certificates.services import requests as request_service
+from certificates.services.seams import approvals
 from worker_project.admin_base import ReadOnlyAdmin
+
+ApprovalError = approvals.ApprovalError
 
 
 class CertificateRequestForm(forms.ModelForm):

@@ -23,6 +23,7 @@ from logpipeline.models import (
     RequestLog,
     ResponseAction,
     SecurityEvent,
+    ShipOffset,
 )
 from worker_project.admin_base import ReadOnlyAdmin, ReadOnlyInline
 
@@ -259,3 +260,11 @@ class LogArchiveAdmin(ReadOnlyAdmin):
     search_fields = ("path", "sha256")
     date_hierarchy = "period_start"
 
+
+
+@admin.register(ShipOffset)
+class ShipOffsetAdmin(ReadOnlyAdmin):
+    """Where each agent's shipped log stands: what the Worker stored and acknowledged, per instance and source."""
+
+    list_display = ("instance_id", "source", "offset_end", "batches", "duplicates", "updated_at")
+    search_fields = ("instance_id", "source")

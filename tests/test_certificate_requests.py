@@ -110,12 +110,14 @@ def test_requester_cannot_approve_through_service_admin_command_and_api(world, b
 def test_second_person_approves_and_requester_is_notified(world, bind_server,  # type: ignore[no-untyped-def]
                                                           django_capture_on_commit_callbacks) -> None:
     _, _, who = world
-    NotificationChannel.objects.create(name=unique("ops"), kind="webhook", target="http://127.0.0.1:9/")
+    NotificationChannel.objects.create(name=unique("ops"), kind="webhook", target="http://127.0.0.1:9/",
+                                       min_severity="info")  # requester notices are informational
     request = _file(world, _name(bind_server))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         svc.approve_request(request, who.bob, "ok for the launch")
     assert request.state == RequestState.APPROVED
-    assert len(callbacks) == 1  # issuance enqueued once the decision commits
+    # issuance enqueued once the decision commits (the notification's delivery is the other callback)
+    assert [c.__qualname__.split(".")[0] for c in callbacks].count("_enqueue_issuance") == 1
     assert Notification.objects.filter(event_kind="certificate_request.approved",
                                        dedupe_key=f"certificate-request:{request.pk}:approved").exists()
     actions = set(AuditEvent.objects.filter(object_id=str(request.pk)).values_list("action", flat=True))
@@ -269,3 +271,21 @@ def test_change_command_files_a_move_and_refuses_an_emergency_without_a_reason(w
     with pytest.raises(CommandError, match="serves no version"):
         call_command("certificate_change", "emergency-revoke", cert.name, "--user", who.alice.username,
                      "--justification", "x", stdout=io.StringIO())
+
+
+def test_a_person_files_through_the_api_and_cannot_approve_it_there(world, bind_server) -> None:  # type: ignore[no-untyped-def]
+    issuer, policy, who = world
+    alice = type(who.alice).objects.get(pk=who.alice.pk)
+    api = APIClient()
+    api.force_authenticate(alice)
+    name = _name(bind_server, "api")
+    body = {"domains": [name], "group": policy.group.name, "issuer": issuer.name, "justification": "api launch"}
+    answer = api.post("/api/certificates/requests/", body, format="json")
+    assert answer.status_code == 201, answer.content
+    filed = answer.json()
+    assert (filed["state"], filed["requested_by_name"], filed["domains"]) == ("pending", alice.username, [name])
+    refused = api.post("/api/certificates/requests/", {**body, "domains": ["www.elsewhere.test"]}, format="json")
+    assert refused.status_code == 400 and refused.json()["rule"] == "allowed_suffixes", refused.content
+    approve = api.post(f"/api/approvals/{filed['approval']}/approve/", {"comment": "mine"}, format="json")
+    assert approve.status_code == 403 and "cannot approve" in approve.json()["detail"]
+    assert CertificateRequest.objects.get(pk=filed["id"]).state == RequestState.PENDING

@@ -133,8 +133,7 @@ def test_builders_only_ever_return_validated_approved_content() -> None:
 
     p = people()
     group = GatewayGroup.objects.get(name="default")
-    with pytest.raises(InvalidResource, match="no waf_rules version"):
-        publish_desired_state("waf_rules", group)
+    assert publish_desired_state("waf_rules", group) == []  # nothing deployed yet: nothing stored, nothing pushed
     bad = create_version(waf_rule_set(), LOOKAROUND, p.alice)
     GroupVersion.objects.create(group=group, kind="waf_rules", version=bad)  # pointed at by a bug or by hand
     with pytest.raises(InvalidResource, match="only a validated, approved version"):
@@ -143,4 +142,14 @@ def test_builders_only_ever_return_validated_approved_content() -> None:
     RuleSetVersion.objects.filter(pk=bad.pk).update(state="deployed", validation_status="valid")
     with pytest.raises(InvalidResource, match="does not validate"):
         publish_desired_state("waf_rules", group)
+    assert not ResourceVersion.objects.filter(resource_type="waf_rules").exists()
+    # and the publish seam's own validator refuses such content whoever builds it, not only waf_config's builder
+    from gateways import resources
+    saved = resources._builders["waf_rules"]
+    try:
+        resources._builders["waf_rules"] = lambda g: {"name": "waf-rules.yaml", "content": LOOKAROUND}
+        with pytest.raises(InvalidResource, match="refused by its validator"):
+            publish_desired_state("waf_rules", group)
+    finally:
+        resources._builders["waf_rules"] = saved
     assert not ResourceVersion.objects.filter(resource_type="waf_rules").exists()

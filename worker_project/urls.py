@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/token/", obtain_auth_token, name="api-token"),
     path("api/waf/", include("waf_config.urls")),
+    path("api/certificates/", include("certificates.urls")),  # api/certificates/requests/
     path("api/", include("audit.urls")),  # api/approvals/
 ]
 

@@ -11,8 +11,6 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from audit import approvals
-from audit.models import ApprovalRequest
 from certificates.models import (
     Certificate,
     CertificateChange,
@@ -23,6 +21,7 @@ from certificates.models import (
 )
 from certificates.services import catalog, seams
 from certificates.services.revocation import REASONS, revoke_version
+from certificates.services.seams import ApprovalRequest, approvals
 
 ACTIONS = {CertificateChangeKind.REVOKE: "certificates.revoke", CertificateChangeKind.MOVE: "certificates.move",
            CertificateChangeKind.EXPORT_KEYS: "certificates.export_keys"}

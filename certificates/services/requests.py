@@ -17,8 +17,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from audit import approvals
-from audit.models import ApprovalRequest
 from certificates import preflight
 from certificates.acme_client import AcmeError
 from certificates.models import (
@@ -34,6 +32,7 @@ from certificates.models import (
 )
 from certificates.services import catalog, seams
 from certificates.services.issuance import check_domains
+from certificates.services.seams import ApprovalRequest, approvals
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Model
 
+from audit import approvals  # noqa: F401 - re-exported: certificate approvals use the one shared mechanism
 from audit import services as audit
+from audit.models import ApprovalRequest  # noqa: F401 - re-exported with approvals
 from gateways.models import GatewayGroup, ResourceVersion
 from gateways.services import publish_desired_state, register_resource, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks

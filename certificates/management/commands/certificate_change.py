@@ -10,9 +10,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit import approvals
 from certificates.models import Certificate
 from certificates.services import changes
+from certificates.services.seams import approvals
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--group", help="target Gateway group (move)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from gateways.models import GatewayGroup
+        from certificates.services.seams import GatewayGroup
 
         user = get_user_model().objects.filter(username=options["user"]).first()
         cert = Certificate.objects.select_related("current_version").filter(name=options["certificate"]).first()

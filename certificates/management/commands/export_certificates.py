@@ -39,9 +39,9 @@ class Command(BaseCommand):
                 change = request_key_export(user(), justification=options["justification"])
             except ChangeRefused as exc:
                 raise CommandError(str(exc)) from exc
-            from audit.approvals import pending_for
+            from certificates.services.seams import approvals
 
-            approval = pending_for(change, "certificates.export_keys")
+            approval = approvals.pending_for(change, "certificates.export_keys")
             self.stdout.write(f"key export {change.pk} waits for a second person: manage.py decide_approval "
                               f"{approval.pk if approval else '?'} --user APPROVER --approve")
             return

@@ -29,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--dns-server", help="DNS update server name (dns-01)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from gateways.models import GatewayGroup
+        from certificates.services.seams import GatewayGroup
 
         try:
             user = get_user_model().objects.get(username=options["user"])
