@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from worker_project import queues
 from worker_project.schedules import PeriodicJob
 
 SCHEDULES = [
@@ -11,7 +12,7 @@ SCHEDULES = [
         name="gateways: reconcile push",
         task="gateways.reconcile_push",
         every_seconds=max(settings.PUSH_RECONCILE_SECONDS, 10.0),
-        queue="config",
+        queue=queues.CONFIG,
         expires_seconds=int(max(settings.PUSH_RECONCILE_SECONDS, 10.0)),
         description="Re-announce desired versions (lost Redis notices) and release instances of dead replicas",
     ),

@@ -78,7 +78,8 @@ def test_approved_request_is_issued_on_pebble_pushed_and_served(  # type: ignore
     policy = group_with_policy(issuer, bind_server.zone, name="default")
     who = people()
     NotificationChannel.objects.get_or_create(name="ops-e2e", defaults={"kind": "webhook",
-                                                                         "target": "http://127.0.0.1:9/"})
+                                                                         "target": "http://127.0.0.1:9/",
+                                                                         "min_severity": "info"})
     name = name_with_caa(bind_server, f'0 issue "{CA_ID}"')
     before = pebble.gate.accepted
     request = _file(issuer, policy.group, name, who.alice)
