@@ -211,7 +211,8 @@ class Hub:
     def nack(self, st: StreamState, rtype: str, version: int, nonce: str, error: str) -> str | None:
         if self._answered(st, rtype, version, nonce) is None:
             return f"NACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
-        st.parked[rtype] = version
+        # Parked: this stream never offers a version twice anyway (``sent``); the recorded NACK parks it for the
+        # instance's later streams (``Registered.parked``) until an operator's resync.
         metrics.NACKS.labels(rtype).inc()
         self.record(store.Event("nack", st.instance_pk, rtype, version, error=error or "(no error text)",
                                 at=timezone.now()))

@@ -148,6 +148,14 @@ def test_nack_parks_version_keeps_old_files_and_later_version_goes_through(state
     import time
     time.sleep(1.0)
     assert [e["version"] for e in gw.journal() if e["type"] == "config"].count(bad.pk) == 1
+    # and across a reconnect: the new stream is told nothing of the parked version (it runs the old one)
+    gw.stop()
+    wait_until(lambda: not GatewayInstance.objects.get(instance_id="gw-nack").connected, message="disconnected")
+    gw.start()
+    wait_until(lambda: GatewayInstance.objects.get(instance_id="gw-nack").connected, message="reconnected")
+    time.sleep(1.0)
+    assert [e["version"] for e in gw.journal() if e["type"] == "config"].count(bad.pk) == 1
+    assert (gw.root / "gateway.yaml").read_text() == old
 
     flag.unlink()
     state[("config", "default")] = {"name": "gateway.yaml", "content": "server: {port: 2}\n"}
