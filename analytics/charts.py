@@ -30,10 +30,10 @@ def traffic_chart(times: Sequence[datetime], by_status: dict[str, Sequence[float
                   size: tuple[float, float] = (10, 4)) -> Figure:
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
-    if times:
-        labels = [k for k in STATUS_COLOURS if any(by_status.get(k, ()))]
+    labels = [k for k in STATUS_COLOURS if any(by_status.get(k, ()))]
+    if times and labels:
         ax.stackplot(times, *[by_status[k] for k in labels], labels=labels,
-                     colors=[STATUS_COLOURS[k] for k in labels], alpha=0.85)
+                     colors=[STATUS_COLOURS[k] for k in labels])
         ax.legend(loc="upper left", fontsize=8)
         _time_axis(ax, times)
     else:
@@ -65,7 +65,7 @@ def counts_chart(times: Sequence[datetime], values: Sequence[float], title: str,
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
     if times and any(values):
-        ax.fill_between(times, values, step="post", color=colour, alpha=0.8)
+        ax.fill_between(times, values, step="post", color=colour)
         _time_axis(ax, times)
     else:
         _empty(ax)

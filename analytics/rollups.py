@@ -17,6 +17,7 @@ written back with one ``bulk_update``.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from typing import Any, NamedTuple
 
 from ddsketch import DDSketch
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from analytics import sketches
 from analytics.models import Granularity, RollupBatch, RollupWatermark, TrafficRollup
@@ -153,10 +154,20 @@ def add_requests(requests: Sequence[Request], *, key: str | None = None) -> int:
 
 
 def merge_into_rows(aggs: dict[Key, Agg]) -> None:
-    """Add a batch's aggregates to their rows (in the caller's transaction)."""
-    TrafficRollup.objects.bulk_create(
-        [TrafficRollup(granularity=g, bucket_start=_dt(b), instance=i, route=r) for g, b, i, r in aggs],
-        ignore_conflicts=True, batch_size=1000)
+    """Add a batch's aggregates to their rows (in the caller's transaction).
+
+    Rows that do not exist yet are inserted with the batch's figures (``ON CONFLICT DO NOTHING``: a row another
+    worker inserted first is merged below instead); existing rows are locked, merged and written back.
+    """
+    if connection.vendor == "postgresql":
+        inserted = insert_new_rows(aggs)
+        aggs = {key: agg for key, agg in aggs.items() if key not in inserted}
+    else:
+        TrafficRollup.objects.bulk_create(
+            [TrafficRollup(granularity=g, bucket_start=_dt(b), instance=i, route=r) for g, b, i, r in aggs],
+            ignore_conflicts=True, batch_size=1000)
+    if not aggs:
+        return
     changed: list[TrafficRollup] = []
     by_gran: dict[str, set[int]] = {}
     for g, b, _, _ in aggs:
@@ -186,8 +197,60 @@ def merge_into_rows(aggs: dict[Key, Agg]) -> None:
                 row.latency_sketch = sketches.dumps(sketch)
                 row.p50_ms, row.p90_ms, row.p99_ms = sketches.quantiles(sketch)
             changed.append(row)
-    TrafficRollup.objects.bulk_update(
-        changed, [*COUNT_FIELDS, "waf_rules", "latency_sketch", "p50_ms", "p90_ms", "p99_ms"], batch_size=500)
+    write_rows(changed)
+
+
+_WRITTEN = [*COUNT_FIELDS, "waf_rules", "latency_sketch", "p50_ms", "p90_ms", "p99_ms"]
+_VALUES = ("%s::bigint, " * len(COUNT_FIELDS)
+           + "%s::jsonb, %s::bytea, %s::double precision, %s::double precision, %s::double precision")
+
+
+def _values(counts: Sequence[int], rules: dict[str, int], sketch: DDSketch | bytes | memoryview,
+            percentiles: Sequence[float | None]) -> tuple[Any, ...]:
+    from psycopg2 import Binary
+
+    blob = bytes(sketch) if isinstance(sketch, bytes | memoryview) else sketches.dumps(sketch)
+    return (*counts, json.dumps(rules), Binary(blob), *percentiles)
+
+
+def insert_new_rows(aggs: dict[Key, Agg]) -> set[Key]:
+    """PostgreSQL: insert the rows no one has yet, with the batch's figures; returns the keys inserted."""
+    from psycopg2.extras import execute_values
+
+    table = TrafficRollup._meta.db_table
+    sql = (f"INSERT INTO {table} (granularity, bucket_start, instance, route, {', '.join(_WRITTEN)}, "  # noqa: S608
+           "updated_at) VALUES %s ON CONFLICT (granularity, bucket_start, instance, route) DO NOTHING "
+           "RETURNING granularity, bucket_start, instance, route")
+    template = f"(%s, %s, %s, %s, {_VALUES}, now())"
+    values = []
+    for (gran, bucket, instance, route), agg in aggs.items():
+        assert agg.sketch is not None
+        values.append((gran, _dt(bucket), instance, route,
+                       *_values(agg.counts, agg.waf_rules, agg.sketch, sketches.quantiles(agg.sketch))))
+    with connection.cursor() as cursor:
+        inserted = execute_values(cursor.cursor, sql, values, template=template, page_size=1000, fetch=True)
+    return {(gran, int(bucket.timestamp()), instance, route) for gran, bucket, instance, route in inserted}
+
+
+def write_rows(rows: list[TrafficRollup]) -> None:
+    """Write back merged rows: one ``UPDATE … FROM (VALUES …)`` per 1,000 rows on PostgreSQL (Django's
+    ``bulk_update`` builds a CASE per field and row: 100x slower here); ``bulk_update`` elsewhere (SQLite)."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        TrafficRollup.objects.bulk_update(rows, _WRITTEN, batch_size=500)
+        return
+    from psycopg2.extras import execute_values
+
+    table = TrafficRollup._meta.db_table
+    assignments = ", ".join(f"{name} = v.{name}" for name in _WRITTEN)
+    sql = (f"UPDATE {table} AS t SET {assignments}, updated_at = now() "  # noqa: S608 - names are ours, values bound
+           f"FROM (VALUES %s) AS v(id, {', '.join(_WRITTEN)}) WHERE t.id = v.id")
+    template = f"(%s::bigint, {_VALUES})"
+    values = [(row.pk, *_values([getattr(row, name) for name in COUNT_FIELDS], row.waf_rules, row.latency_sketch,
+                                (row.p50_ms, row.p90_ms, row.p99_ms))) for row in rows]
+    with connection.cursor() as cursor:
+        execute_values(cursor.cursor, sql, values, template=template, page_size=1000)
 
 
 def _dt(epoch: int) -> datetime:
