@@ -139,6 +139,18 @@ try:
     # The gateway.yaml config document whose waf.ip_blacklist the merged list is proposed for (empty: none)
     THREAT_FEED_CONFIG_DOCUMENT = env_str("THREAT_FEED_CONFIG_DOCUMENT", "") or ""
 
+    # Analytics (docs/analytics.md)
+    ANALYTICS_ROLLUP_FROM_REQUESTLOG = env_bool("ANALYTICS_ROLLUP_FROM_REQUESTLOG", True)  # off: ingest calls add_batch
+    ANALYTICS_ROLLUP_BATCH = env_int("ANALYTICS_ROLLUP_BATCH", 20000)  # RequestLog rows per rollup transaction
+    ANALYTICS_MINUTE_RETENTION_DAYS = env_int("ANALYTICS_MINUTE_RETENTION_DAYS", 14)  # hour and day rows stay
+    ANALYTICS_BASELINE_WEEKS = env_int("ANALYTICS_BASELINE_WEEKS", 4)  # same hour of week, this many weeks back
+    ANALYTICS_ANOMALY_THRESHOLD = env_float("ANALYTICS_ANOMALY_THRESHOLD", 6.0)  # robust z (MAD units)
+    ANALYTICS_ANOMALY_MIN_REQUESTS = env_int("ANALYTICS_ANOMALY_MIN_REQUESTS", 50)  # hours quieter are not judged
+    ANALYTICS_CAPACITY_RPS = env_float("ANALYTICS_CAPACITY_RPS", 2000.0)  # per instance; routes share it
+    ANALYTICS_FORECAST_DAYS = env_int("ANALYTICS_FORECAST_DAYS", 28)  # daily peaks the trend is fitted on
+    ANALYTICS_REPORT_DIR = env_str("ANALYTICS_REPORT_DIR", str(VAR_DIR / "reports")) or str(VAR_DIR / "reports")
+    ANALYTICS_CERT_EXPIRY_DAYS = env_int("ANALYTICS_CERT_EXPIRY_DAYS", 30)  # reports list certificates expiring within
+
     # Job history
     JOB_HISTORY_RETENTION_DAYS = env_int("JOB_HISTORY_RETENTION_DAYS", 30)
 
@@ -228,6 +240,7 @@ CELERY_TASK_ROUTES = {
     "waf_config.*": {"queue": queues.CONFIG},
     "gateways.*": {"queue": queues.CONFIG},
     "logpipeline.purge_request_logs": {"queue": queues.MAINTENANCE},
+    "analytics.purge_minute_rollups": {"queue": queues.MAINTENANCE},
     "logpipeline.*": {"queue": queues.LOGS},
     "analytics.*": {"queue": queues.ANALYTICS},
     "integrations.*": {"queue": queues.INTEGRATIONS},
