@@ -14,7 +14,15 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from analytics import charts, queries
-from analytics.models import Anomaly, CapacityForecast, Granularity, Report, TrafficRollup
+from analytics.models import (
+    Anomaly,
+    CapacityForecast,
+    Granularity,
+    Report,
+    RollupBatch,
+    RollupWatermark,
+    TrafficRollup,
+)
 from worker_project.admin_base import ReadOnlyAdmin
 
 DASHBOARD_RANGES = {"6h": (timedelta(hours=6), Granularity.MINUTE), "24h": (timedelta(hours=24), Granularity.HOUR),
@@ -127,3 +135,18 @@ class ReportAdmin(ReadOnlyAdmin):
         content_type = "application/pdf" if fmt == "pdf" else "text/html; charset=utf-8"
         return FileResponse(file.open("rb"), as_attachment=fmt == "pdf", filename=file.name,
                             content_type=content_type)
+
+
+@admin.register(RollupBatch)
+class RollupBatchAdmin(ReadOnlyAdmin):
+    """Batches already counted into the rollups (a batch seen twice is not counted twice)."""
+
+    list_display = ("key", "events", "created_at")
+    search_fields = ("key",)
+
+
+@admin.register(RollupWatermark)
+class RollupWatermarkAdmin(ReadOnlyAdmin):
+    """How far the periodic rollup has read the stored requests."""
+
+    list_display = ("name", "last_id", "horizon_id", "updated_at")
