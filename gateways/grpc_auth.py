@@ -224,16 +224,16 @@ class Authenticator:
             parse = _unary_parser(method, deserialize, limit)
             if handler.response_streaming:
                 return grpc.unary_stream_rpc_method_handler(
-                    self._unary_stream(method, behavior, parse), response_serializer=serialize)
+                    self._session_call(method, behavior, parse), response_serializer=serialize)
             return grpc.unary_unary_rpc_method_handler(
                 self._unary_unary(method, behavior, parse), response_serializer=serialize)
         behavior = handler.stream_unary or handler.stream_stream
         messages = _stream_parser(method, deserialize, limit)
         if handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(method, behavior, messages), response_serializer=serialize)
+                self._session_call(method, behavior, messages), response_serializer=serialize)
         return grpc.stream_unary_rpc_method_handler(
-            self._streaming(method, behavior, messages), response_serializer=serialize)
+            self._session_call(method, behavior, messages), response_serializer=serialize)
 
     def _unary_unary(self, method: str, behavior: Any, parse: Any) -> Any:
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
@@ -247,10 +247,13 @@ class Authenticator:
                 await _abort(context, exc)
         return call
 
-    def _unary_stream(self, method: str, behavior: Any, parse: Any) -> Any:
-        async def open_(raw: bytes, context: grpc.aio.ServicerContext, box: list[Session]) -> Any:
+    def _session_call(self, method: str, behavior: Any, to_request: Callable[[Any], Any]) -> Any:
+        """Every call that holds a session (a response stream, a request stream, or both): identify, open the
+        session, hand the behavior its request (``to_request`` parses a unary request or wraps the request
+        iterator), and close the session whatever happens. Coroutine and generator behaviors alike."""
+        async def open_(arg: Any, context: grpc.aio.ServicerContext, box: list[Session]) -> Any:
             ident = await self.identify(context)
-            request = parse(raw)
+            request = to_request(arg)
             session = self._open_session(ident, method)
             box.append(session)
             _IDENTITY.set(ident)
@@ -258,10 +261,10 @@ class Authenticator:
             return request
 
         if inspect.isasyncgenfunction(behavior):
-            async def gen_call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def gen_call(arg: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 box: list[Session] = []
                 try:
-                    request = await open_(raw, context, box)
+                    request = await open_(arg, context, box)
                     async for item in behavior(request, context):
                         yield item
                 except StreamError as exc:
@@ -272,10 +275,10 @@ class Authenticator:
                     self._release(box)
             return gen_call
 
-        async def co_call(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def co_call(arg: Any, context: grpc.aio.ServicerContext) -> Any:
             box: list[Session] = []
             try:
-                request = await open_(raw, context, box)
+                request = await open_(arg, context, box)
                 return await behavior(request, context)
             except StreamError as exc:
                 await _abort(context, exc)
@@ -297,47 +300,6 @@ class Authenticator:
     def _release(self, box: list[Session]) -> None:
         if box:
             self.sessions.remove(box[0])
-
-    def _streaming(self, method: str, behavior: Any, messages: Any) -> Any:
-        """Client streaming (stream_unary) and bidirectional calls whose behavior is a coroutine or a generator."""
-        is_gen = inspect.isasyncgenfunction(behavior)
-
-        async def run(raw_iter: AsyncIterator[bytes], context: grpc.aio.ServicerContext,
-                      session_box: list[Session]) -> Any:
-            ident = await self.identify(context)
-            session = self._open_session(ident, method)
-            session_box.append(session)
-            _IDENTITY.set(ident)
-            _SESSION.set(session)
-            return messages(raw_iter)
-
-        if is_gen:
-            async def gen_call(raw_iter: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
-                box: list[Session] = []
-                try:
-                    requests = await run(raw_iter, context, box)
-                    async for item in behavior(requests, context):
-                        yield item
-                except StreamError as exc:
-                    await _abort(context, exc)
-                except asyncio.CancelledError:
-                    await self._closed(context, box)
-                finally:
-                    self._release(box)
-            return gen_call
-
-        async def co_call(raw_iter: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
-            box: list[Session] = []
-            try:
-                requests = await run(raw_iter, context, box)
-                return await behavior(requests, context)
-            except StreamError as exc:
-                await _abort(context, exc)
-            except asyncio.CancelledError:
-                await self._closed(context, box)
-            finally:
-                self._release(box)
-        return co_call
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: StreamError) -> None:

@@ -154,9 +154,5 @@ def build_missing(group_id: int) -> None:
         publish_group(group, only_missing=True)
 
 
-def group_by_id(group_id: int) -> GatewayGroup | None:
-    return GatewayGroup.objects.filter(pk=group_id).first()
-
-
 def group_by_name(name: str) -> GatewayGroup | None:
     return GatewayGroup.objects.filter(name=name).first()
