@@ -5,13 +5,14 @@ agent and certificate end-to-end tests and by bench/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,20 @@ class GrpcProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def placeholder_builders() -> Iterator[None]:
+    """For push-plane tests that register builders of their own: the apps' builders and format validators are set
+    aside (the tests push placeholder files, not real WAF rules) and put back afterwards."""
+    from gateways import resources
+
+    saved, saved_validators = dict(resources._builders), dict(resources._validators)
+    resources._validators.clear()
+    try:
+        yield
+    finally:
+        resources._builders.clear()
+        resources._builders.update(saved)
+        resources._validators.clear()
+        resources._validators.update(saved_validators)

@@ -11,27 +11,30 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.services import publish_desired_state, register_resource, wait_for_acks
 from tests.peers.nginx import NginxServer
-from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
+from tests.push_support import (
+    DEFAULT_STATE,
+    AgentProcess,
+    Pki,
+    ServerThread,
+    agent_settings,
+    cert_entry,
+    placeholder_builders,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
 def state() -> Iterator[dict[str, Any]]:
-    saved = dict(resources._builders)
-    saved_validators = dict(resources._validators)
-    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
-    data: dict[str, Any] = dict(DEFAULT_STATE)
-    for rtype in DEFAULT_STATE:
-        register_resource(rtype, lambda g, t=rtype: data[t])
-    yield data
-    resources._builders.clear()
-    resources._builders.update(saved)
-    resources._validators.update(saved_validators)
+    with placeholder_builders():
+        data: dict[str, Any] = dict(DEFAULT_STATE)
+        for rtype in DEFAULT_STATE:
+            register_resource(rtype, lambda g, t=rtype: data[t])
+        yield data
 
 
 def test_agent_drives_real_nginx(state: dict[str, Any], nginx: NginxServer, tmp_path: Path) -> None:

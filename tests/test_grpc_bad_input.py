@@ -18,11 +18,10 @@ from gateway_worker.v1 import gateway_worker_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayGroup
 from gateways.services import publish_desired_state, register_resource
-from tests.push_support import DEFAULT_STATE, Pki, ServerThread, wait_until
+from tests.push_support import DEFAULT_STATE, Pki, ServerThread, placeholder_builders, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,16 +32,11 @@ RAW = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
 
 @pytest.fixture
 def state() -> Iterator[dict[str, Any]]:
-    saved = dict(resources._builders)
-    saved_validators = dict(resources._validators)
-    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
-    data: dict[str, Any] = dict(DEFAULT_STATE)
-    for rtype in DEFAULT_STATE:
-        register_resource(rtype, lambda g, t=rtype: data[t])
-    yield data
-    resources._builders.clear()
-    resources._builders.update(saved)
-    resources._validators.update(saved_validators)
+    with placeholder_builders():
+        data: dict[str, Any] = dict(DEFAULT_STATE)
+        for rtype in DEFAULT_STATE:
+            register_resource(rtype, lambda g, t=rtype: data[t])
+        yield data
 
 
 @pytest.fixture

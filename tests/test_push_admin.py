@@ -13,24 +13,20 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from gateways import resources, services
+from gateways import services
 from gateways.models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState, ResourceVersion
 from gateways.resources import InvalidResource
 from gateways.services import publish_desired_state, register_resource
 from gateways.tasks import reconcile_push
+from tests.push_support import placeholder_builders
 
 
 @pytest.fixture
 def builders() -> Iterator[dict[str, Any]]:
-    saved = dict(resources._builders)
-    saved_validators = dict(resources._validators)
-    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
-    data: dict[str, Any] = {"waf_rules": {"name": "waf-rules.yaml", "content": "rules: []\n"}}
-    register_resource("waf_rules", lambda g: data["waf_rules"])
-    yield data
-    resources._builders.clear()
-    resources._builders.update(saved)
-    resources._validators.update(saved_validators)
+    with placeholder_builders():
+        data: dict[str, Any] = {"waf_rules": {"name": "waf-rules.yaml", "content": "rules: []\n"}}
+        register_resource("waf_rules", lambda g: data["waf_rules"])
+        yield data
 
 
 @pytest.fixture

@@ -12,11 +12,19 @@ from django.test import override_settings
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 from gateway_worker.v1 import gateway_worker_pb2_grpc as pb_grpc
 
-from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayInstance, InstanceResourceState, ResourceVersion
 from gateways.services import publish_desired_state, register_resource, wait_for_acks
-from tests.push_support import DEFAULT_STATE, AgentProcess, Pki, ServerThread, agent_settings, cert_entry, wait_until
+from tests.push_support import (
+    DEFAULT_STATE,
+    AgentProcess,
+    Pki,
+    ServerThread,
+    agent_settings,
+    cert_entry,
+    placeholder_builders,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,16 +32,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
     """Desired state per (type, group name), served by builders registered for the test only."""
-    saved = dict(resources._builders)
-    saved_validators = dict(resources._validators)
-    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
-    data: dict[tuple[str, str], dict[str, Any]] = {}
-    for rtype, default in DEFAULT_STATE.items():
-        register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
-    yield data
-    resources._builders.clear()
-    resources._builders.update(saved)
-    resources._validators.update(saved_validators)
+    with placeholder_builders():
+        data: dict[tuple[str, str], dict[str, Any]] = {}
+        for rtype, default in DEFAULT_STATE.items():
+            register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
+        yield data
 
 
 @pytest.fixture

@@ -21,11 +21,10 @@ from gateway_worker.v1 import gateway_worker_pb2 as pb
 from gateway_worker.v1 import gateway_worker_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateways import resources
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState
 from gateways.services import create_group, publish_desired_state, register_resource, revoke_credentials, wait_for_acks
-from tests.push_support import DEFAULT_STATE, Pki, ServerThread, cert_entry, wait_until
+from tests.push_support import DEFAULT_STATE, Pki, ServerThread, cert_entry, placeholder_builders, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,16 +33,11 @@ CANARY_DOMAIN = "secret.canary.example"
 
 @pytest.fixture
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
-    saved = dict(resources._builders)
-    saved_validators = dict(resources._validators)
-    resources._validators.clear()  # push-plane tests use placeholder files, not real WAF rules
-    data: dict[tuple[str, str], dict[str, Any]] = {}
-    for rtype, default in DEFAULT_STATE.items():
-        register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
-    yield data
-    resources._builders.clear()
-    resources._builders.update(saved)
-    resources._validators.update(saved_validators)
+    with placeholder_builders():
+        data: dict[tuple[str, str], dict[str, Any]] = {}
+        for rtype, default in DEFAULT_STATE.items():
+            register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
+        yield data
 
 
 @pytest.fixture
