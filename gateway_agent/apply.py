@@ -215,6 +215,8 @@ class Applier:
 
     def _apply_config(self, res: pb.FileContent, tx: Transaction) -> None:
         self._apply_file(self.cfg.config_file, "config_file", res, tx)
+        if self.cfg.ip_lists_include:  # the data plane enforces the Gateway's IP filter too
+            tx.write(Path(self.cfg.ip_lists_include), render_ip_lists(yaml.safe_load(res.content)).encode())
 
     def _apply_emergency_rules(self, res: pb.EmergencyRuleSet, tx: Transaction) -> None:
         path = self._dir(self.cfg.emergency_file, "emergency_file")
@@ -247,6 +249,43 @@ def render_access_rules(res: pb.EmergencyRuleSet) -> str:
             lines.append(f"deny {net};\n")
         else:
             lines.append(f"# {rule.id}: count only ({rule.action}) {net}\n")
+    return "".join(lines)
+
+
+def _networks(values: object, key: str) -> list[str]:
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise ApplyError(f"gateway.yaml waf.{key} is not a list")
+    nets = []
+    for number, value in enumerate(values, 1):
+        try:
+            nets.append(str(ipaddress.ip_network(str(value).strip(), strict=False)))
+        except ValueError:  # the Gateway drops such an entry silently; the raw value never reaches nginx's config
+            nets.append(f"# waf.{key} entry {number} dropped: not an IP or CIDR (the Gateway drops it too)")
+    return nets
+
+
+def render_ip_lists(document: object) -> str:
+    """gateway.yaml's IP filter (FORMATS §a.3 step 2) as nginx access rules for the ``http {}`` context.
+
+    The Gateway blocks an address on ``ip_blacklist``, and, when ``ip_whitelist`` is not empty, every address not
+    on it; with ``waf.enabled: false`` it filters nothing. nginx takes the first matching rule, so the deny lines
+    come first, then the allow lines and ``deny all``.
+    """
+    lines = ["# rendered by gateway-agent from gateway.yaml's waf IP lists; do not edit\n"]
+    waf = document.get("waf") if isinstance(document, dict) else None
+    if not isinstance(waf, dict):
+        return "".join(lines + ["# no waf section: no IP filter\n"])
+    if waf.get("enabled", True) is False:
+        return "".join(lines + ["# waf.enabled is false: the Gateway filters no address\n"])
+    for net in _networks(waf.get("ip_blacklist"), "ip_blacklist"):
+        lines.append(net + "\n" if net.startswith("#") else f"deny {net};\n")
+    whitelist = _networks(waf.get("ip_whitelist"), "ip_whitelist")
+    for net in whitelist:
+        lines.append(net + "\n" if net.startswith("#") else f"allow {net};\n")
+    if any(not net.startswith("#") for net in whitelist):
+        lines.append("deny all;\n")
     return "".join(lines)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from gateway_worker.v1 import gateway_worker_pb2 as pb
 
-from gateway_agent.apply import Applier, ApplyError
+from gateway_agent.apply import Applier, ApplyError, render_ip_lists
 from gateway_agent.config import AgentConfig
 from gateways.resources import serialize, to_message
 from tests.push_support import cert_entry
@@ -84,6 +84,24 @@ def test_emergency_rules_render_as_nginx_denies_when_the_file_is_an_include(tmp_
     with pytest.raises(ApplyError, match="not an IP"):
         Applier(cfg).apply(update("emergency_rules", bad, 2))
     assert (tmp_path / "access.conf").read_text() == text  # nothing written
+
+
+def test_ip_lists_render_as_nginx_access_rules_in_the_gateways_order() -> None:
+    def rules(waf: object) -> list[str]:
+        return [line for line in render_ip_lists({"waf": waf}).splitlines() if not line.startswith("#")]
+
+    # FORMATS §a.3 step 2: blacklisted → blocked; a non-empty whitelist blocks every other address
+    assert rules({"ip_blacklist": ["127.0.0.5", "10.0.0.0/8"]}) == ["deny 127.0.0.5/32;", "deny 10.0.0.0/8;"]
+    assert rules({"ip_blacklist": ["127.0.0.5"], "ip_whitelist": ["127.0.0.1", "127.0.0.5"]}) == [
+        "deny 127.0.0.5/32;", "allow 127.0.0.1/32;", "allow 127.0.0.5/32;", "deny all;"]  # deny wins: first
+    assert rules({"enabled": False, "ip_blacklist": ["127.0.0.5"]}) == []  # waf off: no filter
+    # entries the Gateway drops are dropped here too, and their text never reaches nginx
+    text = render_ip_lists({"waf": {"ip_blacklist": ["1.2.3.4; include /etc/passwd", "::1"]}})
+    assert "passwd" not in text and "entry 1 dropped" in text and "deny ::1/128;" in text
+    assert rules({"ip_whitelist": ["nonsense"]}) == []
+    assert render_ip_lists(None).count("\n") == 2 and rules({}) == []
+    with pytest.raises(ApplyError, match="ip_blacklist is not a list"):
+        render_ip_lists({"waf": {"ip_blacklist": "127.0.0.5"}})
 
 
 def test_emergency_rules_stay_yaml_for_a_yaml_file(tmp_path: Path) -> None:

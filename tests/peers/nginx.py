@@ -78,6 +78,7 @@ class NginxServer:
     https_port: int
     challenge_dir: Path
     tls_include: Path
+    extra_includes: tuple[Path, ...] = ()  # included after tls_include, in order
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -107,6 +108,7 @@ class NginxServer:
     def render_conf(self) -> str:
         user = "user root;\n" if os.geteuid() == 0 else ""
         tmp = self.root / "tmp"
+        includes = "".join(f"    include {p};\n" for p in self.extra_includes)
         return f"""{user}daemon off;
 worker_processes 1;
 pid {self.root}/nginx.pid;
@@ -139,7 +141,7 @@ http {{
         location / {{ return 404; }}
     }}
     include {self.tls_include};
-}}
+{includes}}}
 """
 
     def start(self, timeout: float = 10.0) -> None:
@@ -147,8 +149,10 @@ http {{
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.challenge_dir.mkdir(parents=True, exist_ok=True)
         self.tls_include.parent.mkdir(parents=True, exist_ok=True)
-        if not self.tls_include.exists():
-            self.tls_include.write_text("# rendered by gateway-agent\n")
+        for include in (self.tls_include, *self.extra_includes):
+            include.parent.mkdir(parents=True, exist_ok=True)
+            if not include.exists():
+                include.write_text("# rendered by gateway-agent\n")
         _self_signed(self.root / "default.crt", self.root / "default.key", "nginx-fixture-default")
         self.conf_path.write_text(self.render_conf())
         self.proc = subprocess.Popen([NGINX_BIN, "-c", str(self.conf_path), "-p", str(self.prefix)],
@@ -246,18 +250,18 @@ NginxFactory = Callable[..., NginxServer]
 @pytest.fixture
 def nginx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFactory]:
     """Start real nginx servers: ``nginx_factory(http_port=None, https_port=None, challenge_dir=None,
-    tls_include=None) -> NginxServer``. All are stopped at teardown."""
+    tls_include=None, extra_includes=()) -> NginxServer``. All are stopped at teardown."""
     started: list[NginxServer] = []
 
     def start(http_port: int | None = None, https_port: int | None = None, challenge_dir: Path | None = None,
-              tls_include: Path | None = None) -> NginxServer:
+              tls_include: Path | None = None, extra_includes: tuple[Path, ...] = ()) -> NginxServer:
         root = tmp_path_factory.mktemp("nginx")
         last: Exception | None = None
         for _ in range(5):  # a free port can be taken between probing and binding: retry with new ones
             server = NginxServer(
                 root=root, http_port=http_port or free_port(), https_port=https_port or free_port(),
                 challenge_dir=challenge_dir or root / "acme-challenge",
-                tls_include=tls_include or root / "conf.d" / "gateway-tls.conf",
+                tls_include=tls_include or root / "conf.d" / "gateway-tls.conf", extra_includes=extra_includes,
             )
             try:
                 server.start()
