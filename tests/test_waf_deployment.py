@@ -4,11 +4,16 @@ rollback points the groups at an older deployed version again. Everything in the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
+from gateway_worker import gateway_worker_pb2 as dpb
+from gateway_worker import gateway_worker_pb2_grpc as dgrpc
 
 from audit import approvals
 from audit.models import AuditEvent
@@ -18,20 +23,26 @@ from gateways.services import create_group
 from tests.push_support import AgentProcess, Pki, ServerThread, agent_settings, wait_until
 from tests.waf_support import block_rule, corpus, people, rules_file, waf_rule_set
 from waf_config.models import Deployment, GroupVersion, RuleSetVersion, VersionState
-from waf_config.services.deployment import rollback_to, run_deployment, start_deployment
+from waf_config.services.deployment import judge_block_rate, rollback_to, run_deployment, start_deployment
 from waf_config.services.versions import create_version, replay_version, submit_for_approval
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
+class Fleet(dict[str, AgentProcess]):
+    pki: Pki
+    port: int
+
+
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
     pki = Pki.create(tmp_path / "pki")
     srv = ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki.server_cert), key=str(pki.server_key),
                                     ca=str(pki.ca), debounce_seconds=0.02)).start()
     if not GatewayGroup.objects.filter(name="canary").exists():
         create_group("canary", actor="tests")
-    agents: dict[str, AgentProcess] = {}
+    agents = Fleet()
+    agents.pki, agents.port = pki, srv.port
     # the canary Gateway refuses (NACKs) any rule file naming the rule "nack-me": a Gateway-side failure
     canary_rules = tmp_path / "edge-canary" / "waf-rules.yaml"
     for name, group, extra in (
@@ -113,3 +124,105 @@ def test_canary_then_fleet_automatic_rollback_on_nack_and_manual_rollback(fleet:
             "waf.fleet_pushed", "waf.deployed", "waf.rolled_back", "waf.rolled_back_manually"} <= actions
     rollback = AuditEvent.objects.get(action="waf.rolled_back")
     assert rollback.actor == "waf_config.run_deployment" and rollback.actor_type == "automation"
+
+
+def send_requests(fleet: Fleet, name: str, group: str, total: int, blocked: int, at: float) -> None:
+    """``total`` requests (``blocked`` of them refused by the WAF) through the draft SendLogs door with the
+    Gateway's own client certificate: the log pipeline tags them with that credential's instance id."""
+    entries = [dpb.LogEntry(timestamp=int((at + i / 1000) * 1000), method="GET", path=f"/shop/{i}",
+                            source_ip="192.0.2.40", target_host="shop.example.com",
+                            status_code=403 if i < blocked else 200,
+                            metadata={"waf_action": "block", "waf_rule_id": "wp"} if i < blocked else {})
+               for i in range(total)]
+    with fleet.pki.channel(fleet.port, name, group) as ch:
+        sent = dgrpc.GatewayWorkerServiceStub(ch).SendLogs(iter(entries), timeout=30)
+    assert (sent.processed_count, sent.error_count) == (total, 0), sent
+
+
+def deploy_with_traffic(deployment: Deployment, during_soak: Callable[[], None]) -> Deployment:
+    """Run the rollout in a thread (as the Celery task would) and, once the canary has ACKed, let the canary's
+    traffic arrive while it soaks."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["d"] = run_deployment(deployment.pk, ack_timeout=20, poll=0.1)
+        except BaseException as exc:  # surfaced below
+            out["error"] = exc
+        finally:
+            connection.close()
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        wait_until(lambda: Deployment.objects.get(pk=deployment.pk).state != "canary", timeout=30,
+                   message="canary ACKed")
+        d = Deployment.objects.get(pk=deployment.pk)
+        assert d.state == "soaking", d.outcome
+        during_soak()
+    finally:
+        t.join(60)
+    assert "error" not in out, out.get("error")
+    return out["d"]
+
+
+def test_block_rate_spike_rolls_the_canary_back_and_a_steady_rate_proceeds(fleet: Fleet, settings: Any) -> None:
+    settings.WAF_BLOCK_RATE_SPIKE_RATIO = 2.0
+    settings.WAF_BLOCK_RATE_MIN_DELTA = 0.02
+    settings.WAF_BLOCK_RATE_MIN_REQUESTS = 200
+    settings.WAF_BLOCK_RATE_CHECK_SECONDS = 0.2
+    p = people()
+    rs = waf_rule_set()
+    # the canary's traffic before any rollout: 400 requests, 8 refused (2%)
+    send_requests(fleet, "edge-canary", "canary", 400, 8, time.time() - 600)
+
+    # control: during the soak the canary refuses 9 of 300 (3%: no spike); edge-1 (group default, not the canary)
+    # refuses everything it sees — its requests are not the canary's, whatever they say
+    v1_text = rules_file(block_rule("wp", "uri", "contains", "wp-login"))
+    v1 = approved(p, rs, v1_text)
+    def steady() -> None:
+        send_requests(fleet, "edge-canary", "canary", 300, 9, time.time())
+        send_requests(fleet, "edge-1", "default", 300, 300, time.time())
+
+    d1 = deploy_with_traffic(start_deployment(v1, p.carol, soak_seconds=4, enqueue=False), steady)
+    assert d1.state == "deployed", d1.outcome
+    passed = AuditEvent.objects.get(action="waf.soak_passed", object_id=str(d1.pk))
+    figures = (passed.after or {})["block_rate"]
+    assert figures["instances"] == ["edge-canary"]
+    assert (figures["baseline"], figures["current"], figures["spike"]) == ([400, 8], [300, 9], False)
+    assert "no block-rate spike: 3.0% of 300 requests" in passed.summary
+
+    # v2 makes the canary refuse 150 of 300 (50%) against 17 of 700 (2.4%) before: rolled back by itself
+    v2_text = rules_file(block_rule("shop", "uri", "starts_with", "/shop"))
+    v2 = approved(p, rs, v2_text)
+    d2 = deploy_with_traffic(start_deployment(v2, p.carol, soak_seconds=6, enqueue=False),
+                             lambda: send_requests(fleet, "edge-canary", "canary", 300, 150, time.time()))
+    v2.refresh_from_db()
+    assert (d2.state, v2.state) == ("rolled_back", VersionState.ROLLED_BACK), d2.outcome
+    assert d2.outcome == ("canary group canary (edge-canary): block-rate spike: 50.0% of 300 requests refused since "
+                          "the canary ACK (150) against 2.4% of 700 before the rollout (17); threshold x2 and +2.0%")
+    assert d2.fleet_started_at is None and d2.groups == ["canary"]  # the fleet never got v2
+    assert GroupVersion.objects.get(group__name="canary").version_id == v1.pk
+    wait_until(lambda: rules_text(fleet["edge-canary"]) == v1_text, timeout=20, message="v1 back on the canary")
+    assert rules_text(fleet["edge-1"]) == v1_text
+    rolled = AuditEvent.objects.get(action="waf.rolled_back", object_id=str(d2.pk))
+    assert rolled.actor == "waf_config.run_deployment" and rolled.actor_type == "automation"
+    figures = (rolled.after or {})["block_rate"]
+    assert (figures["current"], figures["baseline"], figures["spike"]) == ([300, 150], [700, 17], True)
+    assert "block-rate spike: 50.0% of 300" in rolled.summary
+
+
+@pytest.mark.parametrize(("baseline", "current", "spike"), [
+    ((1000, 20), (300, 150), True),     # 2% -> 50%
+    ((1000, 20), (300, 9), False),      # 2% -> 3%: under x2
+    ((1000, 0), (300, 3), False),       # 0% -> 1%: over x2 but under +2 points
+    ((1000, 0), (300, 6), True),        # 0% -> 2%: both
+    ((100, 0), (300, 300), False),      # a baseline of 100 requests is too small to judge
+    ((1000, 0), (10, 10), False),       # so are 10 requests since the ACK, all refused
+])
+def test_judge_block_rate(baseline: tuple[int, int], current: tuple[int, int], spike: bool) -> None:
+    from gateways.intake import BlockCounts
+
+    got, verdict = judge_block_rate(BlockCounts(*baseline), BlockCounts(*current), ratio=2.0, min_delta=0.02,
+                                    min_requests=200)
+    assert got is spike, verdict
