@@ -15,6 +15,7 @@ directory plus a plain nginx as the data plane::
     rules_file: /etc/gateway/waf-rules.yaml
     config_file: /etc/gateway/gateway.yaml
     emergency_file: /etc/gateway/emergency-rules.yaml
+    modsecurity_dir: /etc/gateway/modsecurity  # = gateway.yaml waf.modsecurity.rules_path (the SecRule .conf file)
     nginx_include: /etc/nginx/conf.d/gateway-tls.conf
     nginx_listen: "443"
     access_log: /var/log/nginx/gateway.json.log  # ship it: nginx writes it (log_format in the emergency .conf)
@@ -50,6 +51,7 @@ class AgentConfig:
     rules_file: str = ""               # waf_rules content
     config_file: str = ""              # config content
     emergency_file: str = ""           # emergency_rules as YAML
+    modsecurity_dir: str = ""          # the modsecurity resource's .conf file goes here (gateway.yaml's rules_path)
     check_command: list[str] = field(default_factory=list)   # e.g. nginx -t -c conf -p prefix
     reload_command: list[str] = field(default_factory=list)  # e.g. nginx -s reload -c conf -p prefix
     command_timeout: float = 30.0

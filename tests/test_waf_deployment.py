@@ -226,3 +226,54 @@ def test_judge_block_rate(baseline: tuple[int, int], current: tuple[int, int], s
     got, verdict = judge_block_rate(BlockCounts(*baseline), BlockCounts(*current), ratio=2.0, min_delta=0.02,
                                     min_requests=200)
     assert got is spike, verdict
+
+
+MODSEC_V1 = ("# worker-managed SecRules \u2014 d\u00e9ploy\u00e9 by the Worker\n"
+             "SecRule REQUEST_URI \"@contains /wp-admin\" \"id:900001,phase:1,deny,msg:'wp admin probe'\"\n"
+             "SecRule REQUEST_HEADERS:User-Agent \"@rx (?i)sqlmap\"\t\"id:900002,phase:1,block,severity:CRITICAL,"
+             "msg:'sqlmap'\"\n\n")
+# the Gateway runs each line of a chain as its own rule: the second line would block every GET (FORMATS §a.4)
+MODSEC_CHAIN = ("SecRule REQUEST_URI \"@beginsWith /api/payment\" \"id:300090,phase:1,chain,severity:CRITICAL,"
+                "msg:'payment'\"\nSecRule REQUEST_METHOD \"@eq GET\" \"block\"\n")
+
+
+def test_modsecurity_file_deployed_byte_exact_and_a_chain_is_refused_at_the_publish_seam(fleet: Fleet) -> None:
+    from gateways import resources
+    from gateways.models import ResourceVersion
+    from gateways.services import InvalidResource, publish_desired_state
+    from waf_config.models import RuleSet
+
+    p = people()
+    rs = RuleSet.objects.create(name="worker-custom", kind="modsecurity")
+    v1 = approved(p, rs, MODSEC_V1)
+    d1 = run_deployment(start_deployment(v1, p.carol, soak_seconds=0, enqueue=False).pk, ack_timeout=20)
+    assert d1.state == "deployed", d1.outcome
+    files = {name: Path(a.settings["modsecurity_dir"]) / "worker-custom.conf" for name, a in fleet.items()}
+    wait_until(lambda: all(f.exists() and f.read_bytes() == MODSEC_V1.encode() for f in files.values()),
+               timeout=20, message="the SecRule file on every Gateway")
+    assert {n: a.known().get("modsecurity") for n, a in fleet.items()} == {
+        n: ResourceVersion.objects.filter(resource_type="modsecurity", group__name=g).latest("id").pk
+        for n, g in (("edge-canary", "canary"), ("edge-1", "default"))}
+
+    # a chain never becomes a version that can be approved...
+    bad = create_version(rs, MODSEC_CHAIN, p.alice, "chained")
+    assert bad.state == VersionState.REJECTED
+    assert any("uses 'chain', which the Gateway does not support" in f["message"] for f in bad.validation_errors)
+    # ...and the publish seam refuses it whoever builds it: nothing stored, nothing pushed
+    pushed_before = set(ResourceVersion.objects.filter(resource_type="modsecurity").values_list("pk", flat=True))
+    saved = resources._builders["modsecurity"]
+    try:
+        for name, content, reason in (
+                ("worker-custom.conf", MODSEC_CHAIN, "uses 'chain', which the Gateway does not support"),
+                ("../etc/evil.conf", MODSEC_V1, "is not a plain <name>.conf file name")):
+            resources._builders["modsecurity"] = lambda g, n=name, c=content: {"name": n, "content": c}
+            for group in ("canary", "default"):
+                with pytest.raises(InvalidResource, match="refused by its validator") as err:
+                    publish_desired_state("modsecurity", GatewayGroup.objects.get(name=group))
+                assert reason in str(err.value)
+    finally:
+        resources._builders["modsecurity"] = saved
+    assert set(ResourceVersion.objects.filter(resource_type="modsecurity").values_list("pk", flat=True)) \
+        == pushed_before
+    time.sleep(1)  # had anything been pushed, an agent would have written it by now
+    assert all(f.read_bytes() == MODSEC_V1.encode() for f in files.values())

@@ -13,6 +13,7 @@ an unchanged state is no new version, and a PostgreSQL advisory lock keeps two r
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -45,8 +46,12 @@ from .versions import checksum, file_name, validate_content
 logger = logging.getLogger(__name__)
 
 DEPLOY_PERMISSION = "waf_config.deploy_rulesetversion"
-# file kind -> push-plane resource type (ModSecurity files have no resource type on the push plane yet)
-RESOURCE_OF_KIND: dict[str, str] = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config"}
+# file kind -> push-plane resource type: the Gateway's rule file, its gateway.yaml, and one SecRule file per group
+# (written into the directory gateway.yaml's waf.modsecurity.rules_path names; docs/waf.md says why one)
+RESOURCE_OF_KIND: dict[str, str] = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config",
+                                    RuleSetKind.MODSECURITY: "modsecurity"}
+# what the reference agent (and a Gateway's rules_path scan) accepts as the SecRule file's name
+MODSECURITY_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.conf$")
 SERVABLE_STATES = (VersionState.CANARY, VersionState.DEPLOYED)
 
 
@@ -85,8 +90,12 @@ def _validator(kind: str) -> Callable[[dict[str, Any]], list[str]]:
     """The publish seam's own check: whoever builds a payload of this type, it must validate as the Gateway's
     loader would accept it (FORMATS §a/§b), or the push plane stores and sends nothing."""
     def check(data: dict[str, Any]) -> list[str]:
-        report = validate_content(kind, str(data.get("content", "")), str(data.get("name") or "rules.conf"))
-        return [f.message for f in report.errors]
+        name = str(data.get("name") or "rules.conf")
+        report = validate_content(kind, str(data.get("content", "")), name)
+        problems = [f.message for f in report.errors]
+        if kind == RuleSetKind.MODSECURITY and not MODSECURITY_FILE_NAME.match(name):
+            problems.append(f"{name!r} is not a plain <name>.conf file name (the Gateway reads only *.conf)")
+        return problems
     return check
 
 
@@ -111,8 +120,6 @@ def start_deployment(version: RuleSetVersion, user: Any, *, canary_group: Gatewa
     """Begin a rollout of an approved version (the task ``run_deployment`` carries it on)."""
     require_perm(user, DEPLOY_PERMISSION, "deploy a rule-set version")
     kind = version.rule_set.kind
-    if kind not in RESOURCE_OF_KIND:
-        raise WafError(f"{version}: {kind} files have no push resource type yet; they cannot be deployed")
     if version.state != VersionState.APPROVED:
         raise WafError(f"{version} is {version.state}; only an approved version is deployed")
     if canary_group is None:

@@ -31,7 +31,7 @@ from waf_config.models import (
     ValidationStatus,
     VersionState,
 )
-from waf_config.modsecurity import read_modsecurity
+from waf_config.modsecurity import ModSecFile, read_modsecurity
 from waf_config.replay import replay
 from waf_config.traffic import Request
 from waf_config.validation import validate_gateway_config, validate_modsecurity_file, validate_waf_rules_file
@@ -117,18 +117,20 @@ def validate_version(version: RuleSetVersion, actor: Any = "waf_config.validate_
 
 
 def _policy(kind: str, content: str, name: str, *, rules: WafRuleSet | None = None,
-            settings: WafSettings | None = None) -> Policy:
+            settings: WafSettings | None = None, modsecurity: tuple[ModSecFile, ...] = ()) -> Policy:
+    """The policy a group would run with this version in place: the rest (rules, settings, the SecRule file) is
+    what the group runs now."""
     empty = WafRuleSet("1.0", ())
     if kind == RuleSetKind.WAF_RULES:
         parsed, _ = read_waf_rules(content, strict=True)
         if parsed is None:
             raise WafError("the rule file does not parse")
-        return Policy(parsed, (), settings or WafSettings())
+        return Policy(parsed, modsecurity, settings or WafSettings())
     if kind == RuleSetKind.GATEWAY_CONFIG:
         cfg, _ = read_gateway_config(content, strict=True)
         if cfg is None:
             raise WafError("gateway.yaml does not parse")
-        return Policy(rules or empty, (), cfg.waf)
+        return Policy(rules or empty, modsecurity, cfg.waf)
     file, _ = read_modsecurity(content, name, strict=True)
     base = settings or WafSettings()
     return Policy(rules or empty, (file,), WafSettings(
@@ -136,8 +138,9 @@ def _policy(kind: str, content: str, name: str, *, rules: WafRuleSet | None = No
         base.blocked_headers, base.blocked_user_agents, True))
 
 
-def _live_context(group_name: str | None) -> tuple[WafRuleSet | None, WafSettings | None]:
-    """The rules and WAF settings a group runs now (for replaying a config or ModSecurity version)."""
+def _live_context(group_name: str | None
+                  ) -> tuple[WafRuleSet | None, WafSettings | None, tuple[ModSecFile, ...]]:
+    """The rules, WAF settings and the Worker's SecRule file a group runs now (for replaying the other kinds)."""
     from .deployment import current_version
 
     rules = settings = None
@@ -148,7 +151,11 @@ def _live_context(group_name: str | None) -> tuple[WafRuleSet | None, WafSetting
     if cfg is not None:
         parsed, _ = read_gateway_config(cfg.content, strict=True)
         settings = parsed.waf if parsed is not None else None
-    return rules, settings
+    modsec = current_version(RuleSetKind.MODSECURITY, group_name)
+    files: tuple[ModSecFile, ...] = ()
+    if modsec is not None:
+        files = (read_modsecurity(modsec.content, file_name(modsec.rule_set), strict=True)[0],)
+    return rules, settings, files
 
 
 def baseline_for(version: RuleSetVersion) -> RuleSetVersion | None:
@@ -170,10 +177,11 @@ def replay_version(version: RuleSetVersion, replay_set: ReplaySet, actor: Any = 
     if version.state not in (VersionState.VALIDATED, VersionState.REPLAYED):
         raise WafError(f"{version} is {version.state}; only a validated version is replayed before approval")
     kind, name = version.rule_set.kind, file_name(version.rule_set)
-    rules, wsettings = _live_context(settings.WAF_CANARY_GROUP)
+    rules, wsettings, modsec = _live_context(settings.WAF_CANARY_GROUP)
     baseline = baseline_for(version)
-    new = compile_policy(_policy(kind, version.content, name, rules=rules, settings=wsettings))
-    old = compile_policy(_policy(kind, baseline.content, name, rules=rules, settings=wsettings)) \
+    new = compile_policy(_policy(kind, version.content, name, rules=rules, settings=wsettings, modsecurity=modsec))
+    old = compile_policy(_policy(kind, baseline.content, name, rules=rules, settings=wsettings,
+                                 modsecurity=modsec)) \
         if baseline is not None else None
     started = timezone.now()
     requests = (Request.from_dict(data) for data in
