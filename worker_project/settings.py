@@ -305,3 +305,7 @@ WAF_BLOCK_RATE_MIN_DELTA = env_float("WAF_BLOCK_RATE_MIN_DELTA", 0.02)
 WAF_BLOCK_RATE_MIN_REQUESTS = env_int("WAF_BLOCK_RATE_MIN_REQUESTS", 200)
 WAF_BLOCK_RATE_BASELINE_SECONDS = env_int("WAF_BLOCK_RATE_BASELINE_SECONDS", 3600)
 WAF_BLOCK_RATE_CHECK_SECONDS = env_float("WAF_BLOCK_RATE_CHECK_SECONDS", 5.0)
+# replays of sets larger than this are queued as the task run_replay from admin and the API (progress written every
+# WAF_REPLAY_PROGRESS_EVERY requests); smaller ones run within the request
+WAF_REPLAY_INLINE_MAX_REQUESTS = env_int("WAF_REPLAY_INLINE_MAX_REQUESTS", 20000)
+WAF_REPLAY_PROGRESS_EVERY = env_int("WAF_REPLAY_PROGRESS_EVERY", 10000)
