@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -258,7 +258,14 @@ def execute_replay(run_id: int, actor: Any = "waf_config.run_replay", *, samples
         requests = (Request.from_dict(data) for data in
                     stored.order_by("position").values_list("data", flat=True).iterator(chunk_size=2000))
         every = progress_every or settings.WAF_REPLAY_PROGRESS_EVERY
-        report = replay(new, _counted(requests, run.pk, every), old, samples_per_change=samples_per_change)
+        try:
+            report = replay(new, _counted(requests, run.pk, every), old, samples_per_change=samples_per_change)
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the task's retry starts the run over
+        except Exception as exc:  # a bug or a bad stored request: failed, with the reason, never "running" forever
+            ReplayRun.objects.filter(pk=run.pk).update(status=ReplayRunStatus.FAILED, finished_at=timezone.now(),
+                                                       error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         with transaction.atomic():
             ReplayRun.objects.filter(pk=run.pk).update(
                 status=ReplayRunStatus.DONE, baseline=baseline, requests_replayed=report.requests,
