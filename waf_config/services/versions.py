@@ -345,8 +345,8 @@ def on_approval_decided(request: ApprovalRequest, decision: str) -> None:
                                           "a second person must")
         if version.validation_status != ValidationStatus.VALID:
             raise approvals.ApprovalError(f"{version} has not passed validation")
-        if not version.replays.exists():
-            raise approvals.ApprovalError(f"{version} has no replay report")
+        if not version.replays.filter(status=ReplayRunStatus.DONE).exists():
+            raise approvals.ApprovalError(f"{version} has no finished replay report")
         if not _move(version, (VersionState.REPLAYED,), VersionState.APPROVED):
             raise approvals.ApprovalError(f"{version} is {version.state}, not waiting for approval")
     elif not _move(version, (VersionState.REPLAYED,), VersionState.REJECTED):
