@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 _DOMAIN_RE = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _LISTEN_RE = re.compile(r"^[\w.:\[\]-]+$")
+_CONF_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.conf$")
+# which .conf file in modsecurity_dir the agent wrote (the directory may hold the operator's own files too: the
+# agent replaces and removes only its own); no .conf suffix, so the Gateway's loader never reads it
+MODSECURITY_MANIFEST = ".gateway-agent-modsecurity"
 
 
 # ACME challenge tokens are files the data plane serves straight from the challenge directory: writing them is
@@ -217,6 +221,19 @@ class Applier:
         self._apply_file(self.cfg.config_file, "config_file", res, tx)
         if self.cfg.ip_lists_include:  # the data plane enforces the Gateway's IP filter too
             tx.write(Path(self.cfg.ip_lists_include), render_ip_lists(yaml.safe_load(res.content)).encode())
+
+    def _apply_modsecurity(self, res: pb.FileContent, tx: Transaction) -> None:
+        """The Worker's one SecRule file for this group, byte for byte, into the directory the Gateway scans; the
+        file the agent wrote before under another name is removed (the operator's own files are left alone)."""
+        d = self._dir(self.cfg.modsecurity_dir, "modsecurity_dir")
+        if not _CONF_NAME_RE.match(res.name):
+            raise ApplyError(f"modsecurity file name {res.name!r} is not a plain <name>.conf")
+        manifest = d / MODSECURITY_MANIFEST
+        previous = manifest.read_text().strip() if manifest.exists() else ""
+        if previous and previous != res.name and _CONF_NAME_RE.match(previous):
+            tx.delete(d / previous)
+        tx.write(d / res.name, res.content.encode())
+        tx.write(manifest, (res.name + "\n").encode())
 
     def _apply_emergency_rules(self, res: pb.EmergencyRuleSet, tx: Transaction) -> None:
         path = self._dir(self.cfg.emergency_file, "emergency_file")

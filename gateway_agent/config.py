@@ -16,6 +16,7 @@ directory plus a plain nginx as the data plane::
     config_file: /etc/gateway/gateway.yaml
     emergency_file: /etc/nginx/conf.d/10-gateway-emergency.conf  # .conf: rendered as nginx deny lines
     ip_lists_include: /etc/nginx/conf.d/20-gateway-ip-lists.conf  # after the emergency include
+    modsecurity_dir: /etc/gateway/modsecurity  # = gateway.yaml waf.modsecurity.rules_path (the SecRule .conf file)
     nginx_include: /etc/nginx/conf.d/gateway-tls.conf
     nginx_listen: "443"
     access_log: /var/log/nginx/gateway.json.log  # ship it: nginx writes it (log_format in the emergency .conf)
@@ -54,6 +55,7 @@ class AgentConfig:
     # gateway.yaml's waf.ip_blacklist / ip_whitelist as nginx deny/allow (an include in http {}); include it after
     # emergency_file when that is a .conf, so an emergency block also holds for a whitelisted address
     ip_lists_include: str = ""
+    modsecurity_dir: str = ""          # the modsecurity resource's .conf file goes here (gateway.yaml's rules_path)
     check_command: list[str] = field(default_factory=list)   # e.g. nginx -t -c conf -p prefix
     reload_command: list[str] = field(default_factory=list)  # e.g. nginx -s reload -c conf -p prefix
     command_timeout: float = 30.0

@@ -31,7 +31,8 @@ from .hub import Hub, in_thread
 from .models import DEFAULT_GROUP
 
 CONFIG_TYPES = {"waf": "waf_rules", "gateway": "config", "emergency": "emergency_rules",
-                "waf_rules": "waf_rules", "config": "config", "emergency_rules": "emergency_rules"}
+                "waf_rules": "waf_rules", "config": "config", "emergency_rules": "emergency_rules",
+                "modsecurity": "modsecurity"}
 HEALTH_NAMES = {"", "gateway-worker", "gateway_worker.GatewayWorkerService"}
 
 

@@ -15,12 +15,17 @@ imports no domain app:
 - ``register_certificate_requester(fn)``: what the draft ``GetCertificate`` does for a name no certificate of
   the caller's group covers. ``fn(group_id, domain) -> str`` (e.g. ``"pending"``, ``"outside-policy"``) is put
   into the NOT_FOUND message.
+- ``register_block_rate_source(fn)``: what a WAF rollout asks of the stored requests (the log pipeline registers
+  it). ``fn(instance_ids, since, until) -> BlockCounts(requests, blocked)`` counts the requests those Gateway
+  instances logged in ``[since, until)`` and how many of them the WAF refused. The caller names the instances
+  (from the credentials it trusts); the source only counts rows tagged with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,23 @@ class LogPosition:
     offset_end: int
 
 
+@dataclass(frozen=True)
+class BlockCounts:
+    requests: int       # requests the instances logged in the window
+    blocked: int        # of those, refused by the WAF (block or rate limit)
+
+    @property
+    def rate(self) -> float:
+        return self.blocked / self.requests if self.requests else 0.0
+
+
 LogSink = Callable[..., LogIntake]  # (source_kind, instance_id, records, fmt, *, position=None)
 CertificateRequester = Callable[[int, str], str]
+BlockRateSource = Callable[[Collection[str], datetime, datetime], BlockCounts]
 
 _log_sink: LogSink | None = None
 _certificate_requester: CertificateRequester | None = None
+_block_rate_source: BlockRateSource | None = None
 
 
 def register_log_sink(sink: LogSink) -> None:
@@ -61,3 +78,12 @@ def register_certificate_requester(fn: CertificateRequester) -> None:
 
 def certificate_requester() -> CertificateRequester | None:
     return _certificate_requester
+
+
+def register_block_rate_source(fn: BlockRateSource) -> None:
+    global _block_rate_source
+    _block_rate_source = fn
+
+
+def block_rate_source() -> BlockRateSource | None:
+    return _block_rate_source

@@ -15,6 +15,7 @@ class ResourceType(models.TextChoices):
     CONFIG = "config", "Gateway config"
     ACME_CHALLENGES = "acme_challenges", "ACME challenges"
     EMERGENCY_RULES = "emergency_rules", "Emergency rules"
+    MODSECURITY = "modsecurity", "ModSecurity rule file"
 
 
 DEFAULT_GROUP = "default"  # created by migration 0002; where a credential goes when no group is named

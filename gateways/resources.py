@@ -20,8 +20,8 @@ from .models import GatewayGroup, ResourceType
 # A builder returns the group's full state, or None when the group has none yet (e.g. no rule set deployed to it):
 # then nothing is stored and nothing is pushed for that group.
 Builder = Callable[[GatewayGroup], dict[str, Any] | None]
-# A validator owned by the app that understands the format (waf_config for waf_rules and config): it sees every
-# payload of its type before it is stored, whoever built it, and returns what is wrong (empty: nothing).
+# A validator owned by the app that understands the format (waf_config for waf_rules, config and modsecurity): it
+# sees every payload of its type before it is stored, whoever built it, and returns what is wrong (empty: nothing).
 Validator = Callable[[dict[str, Any]], list[str]]
 
 # resource type -> (proto message class, ResourceUpdate oneof field)
@@ -31,6 +31,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     ResourceType.CONFIG: pb.FileContent,
     ResourceType.ACME_CHALLENGES: pb.ChallengeSet,
     ResourceType.EMERGENCY_RULES: pb.EmergencyRuleSet,
+    ResourceType.MODSECURITY: pb.FileContent,
 }
 RESOURCE_TYPES: frozenset[str] = frozenset(str(t) for t in MESSAGE_TYPES)
 

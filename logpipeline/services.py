@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from gateways.intake import BlockCounts
 from logpipeline.correlation import Detection, Engine
 from logpipeline.events import LogEvent, ParseError, ProxyTrust
 from logpipeline.parsers import FORMATS, Parser
@@ -231,7 +233,7 @@ def record_source(source_kind: str, instance_id: str, result: IngestResult) -> N
 
 def register_gateway_doors() -> None:
     """The gRPC doors (push-stream log batches, the draft SendLogs) reach ingest through the gateways seam."""
-    from gateways.intake import LogIntake, LogPosition, register_log_sink
+    from gateways.intake import LogIntake, LogPosition, register_block_rate_source, register_log_sink
 
     def sink(source_kind: str, instance_id: str, records: Sequence[dict[str, Any]], fmt: str, *,
              position: LogPosition | None = None) -> LogIntake:
@@ -241,3 +243,21 @@ def register_gateway_doors() -> None:
                          duplicate=result.duplicate)
 
     register_log_sink(sink)
+    register_block_rate_source(block_counts)
+
+
+# what the Gateway's logs call a request the WAF refused: a block, or a rate limit (a WAF rule's ``rate_limit``
+# action answers 429 on every match, so a bad rule shows up here too)
+REFUSED_WAF_ACTIONS = ("block", "rate_limit")
+
+
+def block_counts(instance_ids: Collection[str], since: datetime, until: datetime) -> BlockCounts:
+    """Stored requests of these Gateway instances in ``[since, until)``, and how many the WAF refused."""
+    from logpipeline.models import RequestLog
+
+    if not instance_ids:
+        return BlockCounts(requests=0, blocked=0)
+    counts = RequestLog.objects.filter(gateway_instance__in=list(instance_ids), timestamp__gte=since,
+                                       timestamp__lt=until).aggregate(
+        requests=Count("id"), blocked=Count("id", filter=Q(waf_action__in=REFUSED_WAF_ACTIONS)))
+    return BlockCounts(requests=counts["requests"] or 0, blocked=counts["blocked"] or 0)

@@ -228,7 +228,8 @@ def agent_settings(root: Path, pki_: Pki, port: int, instance_id: str, group: st
         "ca": str(pki_.ca), "cert": str(cert), "key": str(key), "state_dir": str(root / "state"),
         "cert_dir": str(root / "certs"), "challenge_dir": str(root / "challenges"),
         "rules_file": str(root / "waf-rules.yaml"), "config_file": str(root / "gateway.yaml"),
-        "emergency_file": str(root / "emergency.yaml"), "backoff_max": 1.0,
+        "emergency_file": str(root / "emergency.yaml"), "modsecurity_dir": str(root / "modsecurity"),
+        "backoff_max": 1.0,
     }
     settings.update(extra)
     return settings

@@ -109,3 +109,23 @@ def test_emergency_rules_stay_yaml_for_a_yaml_file(tmp_path: Path) -> None:
     Applier(cfg).apply(update("emergency_rules", {"rules": [{"id": "1", "kind": "ip", "value": "127.0.0.5",
                                                             "action": "block"}]}))
     assert "127.0.0.5" in (tmp_path / "emergency.yaml").read_text()
+
+
+def test_modsecurity_file_replaces_only_the_agents_own_file(cfg: AgentConfig, tmp_path: Path) -> None:
+    d = tmp_path / "modsec"
+    cfg.modsecurity_dir = str(d)
+    d.mkdir()
+    (d / "operator.conf").write_text("SecRule ARGS \"@contains x\" \"id:1,deny\"\n")  # the operator's own file
+    Applier(cfg).apply(update("modsecurity", {"name": "a.conf", "content": "SecRule A\n"}))
+    Applier(cfg).apply(update("modsecurity", {"name": "b.conf", "content": "SecRule B\n"}, 2))
+    assert sorted(p.name for p in d.iterdir()) == [".gateway-agent-modsecurity", "b.conf", "operator.conf"]
+    assert (d / "b.conf").read_text() == "SecRule B\n"
+    cfg.check_command = ["false"]  # a failed check puts the previous file back, under its own name
+    with pytest.raises(ApplyError, match="check command exited 1"):
+        Applier(cfg).apply(update("modsecurity", {"name": "c.conf", "content": "SecRule C\n"}, 3))
+    assert sorted(p.name for p in d.iterdir()) == [".gateway-agent-modsecurity", "b.conf", "operator.conf"]
+    cfg.check_command = []
+    for name in ("../x.conf", "x.yaml", ".hidden.conf"):
+        with pytest.raises(ApplyError, match="is not a plain <name>.conf"):
+            Applier(cfg).apply(update("modsecurity", {"name": name, "content": "SecRule X\n"}, 4))
+    assert (d / "b.conf").read_text() == "SecRule B\n"

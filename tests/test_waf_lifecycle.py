@@ -153,3 +153,41 @@ def test_builders_only_ever_return_validated_approved_content() -> None:
     finally:
         resources._builders["waf_rules"] = saved
     assert not ResourceVersion.objects.filter(resource_type="waf_rules").exists()
+
+
+NO_METADATA = GOOD.replace("    metadata: {}\n", "", 1)
+UNKNOWN_OPERATOR = rules_file(block_rule("typo", "uri", "startswith", "/admin"))
+CHAIN = ("SecRule REQUEST_URI \"@beginsWith /api/payment\" \"id:300090,phase:1,chain,severity:CRITICAL,"
+         "msg:'payment'\"\nSecRule REQUEST_METHOD \"@eq GET\" \"id:300091,block\"\n")
+
+
+@pytest.mark.parametrize(("kind", "content", "message"), [
+    ("waf_rules", LOOKAROUND, "rule 'la': rules[0].conditions[0].value"),
+    ("waf_rules", UNKNOWN_OPERATOR, "rule 'typo': rules[0].conditions[0].operator 'startswith' is unknown"),
+    ("waf_rules", NO_METADATA, "rule 'wp': required key 'rules[0].metadata' is missing"),
+    ("modsecurity", CHAIN, "rule 300090 uses 'chain', which the Gateway does not support"),
+])
+def test_each_acceptance_case_is_refused_as_a_version_and_at_the_publish_seam(kind: str, content: str,
+                                                                              message: str) -> None:
+    """The four refusals of the acceptance list: a version with it is rejected with the precise message, and the
+    publish seam refuses it whoever builds it, so nothing is stored or pushed."""
+    from gateways import resources
+    from gateways.models import GatewayGroup, ResourceVersion
+    from gateways.services import InvalidResource, publish_desired_state
+    from waf_config.models import RuleSet
+
+    p = people()
+    version = create_version(RuleSet.objects.create(name="acc", kind=kind), content, p.alice)
+    assert version.state == VersionState.REJECTED
+    assert any(f["message"].startswith(message) or message in f["message"] for f in version.validation_errors
+               if f["severity"] == "error"), version.validation_errors
+    name = "waf-rules.yaml" if kind == "waf_rules" else "acc.conf"
+    saved = resources._builders[kind]
+    try:
+        resources._builders[kind] = lambda g: {"name": name, "content": content}
+        with pytest.raises(InvalidResource, match="refused by its validator") as err:
+            publish_desired_state(kind, GatewayGroup.objects.get(name="default"))
+        assert message in str(err.value)
+    finally:
+        resources._builders[kind] = saved
+    assert not ResourceVersion.objects.filter(resource_type=kind).exists()

@@ -22,6 +22,7 @@ from waf_config.models import (
     GroupVersion,
     ReplayRequest,
     ReplayRun,
+    ReplayRunStatus,
     ReplaySet,
     RuleSet,
     RuleSetKind,
@@ -113,11 +114,14 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="replay report (latest)")
     def replay_report(self, obj: RuleSetVersion) -> str:
-        run = obj.replays.order_by("-id").first()
+        pending = format_html_join("", "<p>replay run {} on {}: <b>{}</b></p>", (
+            (r.pk, r.replay_set or "-", r.progress) for r in obj.replays.exclude(
+                status=ReplayRunStatus.DONE).order_by("-id")[:5]))
+        run = obj.replays.filter(status=ReplayRunStatus.DONE).order_by("-id").first()
         if run is None:
-            return "not replayed yet"
+            return format_html("{}{}", pending, "not replayed yet")
         report = run.report
-        return format_html(
+        return pending + format_html(
             "<p>{} requests of set {}: <b>{}</b> newly blocked, <b>{}</b> newly allowed, {} changed; benign "
             "stopped {} of {} (false-positive estimate {}); attacks stopped {} of {}.</p><p>decisions now: {}</p>"
             "<pre>{}</pre>", run.requests_replayed, run.replay_set or "-", run.newly_blocked, run.newly_allowed,
@@ -155,6 +159,12 @@ class RuleSetVersionAdmin(ReadOnlyAdmin):
         replay_set = ReplaySet.objects.order_by("-created_at").first()
         if replay_set is None:
             messages.error(request, "no replay set: import one with manage.py import_replay_corpus")
+            return
+        if version_service.replay_in_background(replay_set):  # too big for a request: the task carries it
+            self._each(request, queryset,
+                       lambda v: version_service.request_replay(v, replay_set, request.user),
+                       f"replay against {replay_set} ({replay_set.request_count} requests) queued; its progress "
+                       "shows on this page and under Replay runs")
             return
         self._each(request, queryset, lambda v: version_service.replay_version(v, replay_set, request.user),
                    f"replayed against {replay_set}")
@@ -194,9 +204,9 @@ class ReplayRequestAdmin(ReadOnlyAdmin):
 
 @admin.register(ReplayRun)
 class ReplayRunAdmin(ReadOnlyAdmin):
-    list_display = ("version", "baseline", "replay_set", "requests_replayed", "newly_blocked", "newly_allowed",
+    list_display = ("version", "baseline", "replay_set", "status", "progress", "newly_blocked", "newly_allowed",
                     "started_at", "finished_at")
-    list_filter = ("version__rule_set",)
+    list_filter = ("status", "version__rule_set")
     search_fields = ("version__rule_set__name",)
     list_select_related = ("version__rule_set", "baseline__rule_set", "replay_set")
 

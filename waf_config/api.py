@@ -17,12 +17,21 @@ from rest_framework.response import Response
 
 from audit.approvals import ApprovalError
 from gateways.models import GatewayGroup
-from waf_config.models import Deployment, EmergencyRule, ReplaySet, RuleSet, RuleSetVersion
+from waf_config.models import (
+    Deployment,
+    EmergencyRule,
+    ReplayRun,
+    ReplayRunStatus,
+    ReplaySet,
+    RuleSet,
+    RuleSetVersion,
+)
 from waf_config.serializers import (
     DeploymentSerializer,
     EmergencyRuleSerializer,
     NewVersionSerializer,
     ReplayRunSerializer,
+    ReplayRunSummarySerializer,
     ReplaySetSerializer,
     RuleSetSerializer,
     VersionSerializer,
@@ -118,12 +127,17 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             ReplaySet.objects.order_by("-created_at").first()
         if replay_set is None:
             return Response({"detail": f"no replay set {name or ''}".strip()}, status=400)
+        background = _fields(request).get("background")
+        if background is True or (background is None and version_service.replay_in_background(replay_set)):
+            # a large set: queued as the task run_replay; poll GET /api/waf/replay-runs/{id}/ for its progress
+            return _call(lambda: version_service.request_replay(version, replay_set, request.user),
+                         lambda run: ReplayRunSummarySerializer(run).data, status.HTTP_202_ACCEPTED)
         return _call(lambda: version_service.replay_version(version, replay_set, request.user),
                      lambda run: ReplayRunSerializer(run).data, status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["get"], url_path="replay-report")
     def replay_report(self, request: Request, pk: str | None = None) -> Response:
-        run = self._version().replays.order_by("-id").first()
+        run = self._version().replays.filter(status=ReplayRunStatus.DONE).order_by("-id").first()
         if run is None:
             return Response({"detail": "not replayed yet"}, status=404)
         return Response(ReplayRunSerializer(run).data)
@@ -174,6 +188,25 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     queryset = Deployment.objects.select_related("canary_group", "requested_by").order_by("-id")
     serializer_class = DeploymentSerializer
     permission_classes = [IsAuthenticated, CanView]
+
+
+class ReplayRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """A replay's status and progress (``?version=ID``), the report once it is done."""
+
+    queryset = ReplayRun.objects.select_related("replay_set").order_by("-id")
+    serializer_class = ReplayRunSerializer
+    permission_classes = [IsAuthenticated, CanView]
+
+    def get_queryset(self) -> Any:
+        qs = super().get_queryset()
+        if "version" in self.request.query_params:
+            qs = qs.filter(version_id=self.request.query_params["version"])
+        if self.action == "list":
+            return qs.defer("report")
+        return qs
+
+    def get_serializer_class(self) -> Any:
+        return ReplayRunSummarySerializer if self.action == "list" else ReplayRunSerializer
 
 
 class ReplaySetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

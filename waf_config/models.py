@@ -141,12 +141,25 @@ class ReplayRequest(models.Model):
         return f"{self.replay_set_id}#{self.position}"
 
 
+class ReplayRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
 class ReplayRun(models.Model):
-    """A version evaluated against stored traffic, exactly as the Gateway would; the diff against the live one."""
+    """A version evaluated against stored traffic, exactly as the Gateway would; the diff against the live one.
+
+    A large set is replayed by the task ``run_replay``: the row exists from the request on (``queued``), counts
+    ``requests_replayed`` of ``requests_total`` while ``running``, and holds the report once ``done``."""
 
     version = models.ForeignKey(RuleSetVersion, on_delete=models.CASCADE, related_name="replays")
     replay_set = models.ForeignKey(ReplaySet, null=True, on_delete=models.SET_NULL, related_name="+")
     baseline = models.ForeignKey(RuleSetVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=16, choices=ReplayRunStatus.choices, default=ReplayRunStatus.DONE)
+    requests_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
     requests_replayed = models.PositiveIntegerField(default=0)
     newly_blocked = models.PositiveIntegerField(default=0)
     newly_allowed = models.PositiveIntegerField(default=0)
@@ -156,6 +169,15 @@ class ReplayRun(models.Model):
 
     def __str__(self) -> str:
         return f"replay of {self.version}"
+
+    @property
+    def progress(self) -> str:
+        if self.status == ReplayRunStatus.DONE:
+            return f"done: {self.requests_replayed} requests"
+        if self.status == ReplayRunStatus.FAILED:
+            return f"failed: {self.error[:200]}"
+        share = f" ({self.requests_replayed / self.requests_total:.0%})" if self.requests_total else ""
+        return f"{self.status}: {self.requests_replayed} of {self.requests_total}{share}"
 
 
 class DeploymentState(models.TextChoices):

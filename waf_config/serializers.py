@@ -22,13 +22,15 @@ class RuleSetSerializer(serializers.ModelSerializer):
 
 
 class ReplayRunSummarySerializer(serializers.ModelSerializer):
+    progress = serializers.CharField(read_only=True)
     replay_set: serializers.SlugRelatedField[ReplaySet] = serializers.SlugRelatedField(
         slug_field="name", read_only=True)
 
     class Meta:
         model = ReplayRun
-        fields: tuple[str, ...] = ("id", "replay_set", "baseline", "requests_replayed", "newly_blocked",
-                                   "newly_allowed", "started_at", "finished_at")
+        fields: tuple[str, ...] = ("id", "version", "replay_set", "baseline", "status", "progress",
+                                   "requests_total", "requests_replayed", "newly_blocked", "newly_allowed", "error",
+                                   "started_at", "finished_at")
 
 
 class ReplayRunSerializer(ReplayRunSummarySerializer):

@@ -28,22 +28,16 @@ def validate_version(version_id: int) -> dict[str, Any]:
     return {"ok": report.ok, "errors": len(report.errors)}
 
 
-@shared_task(name="waf_config.replay_version", acks_late=True, autoretry_for=TRANSIENT, max_retries=3,
+@shared_task(name="waf_config.run_replay", acks_late=True, autoretry_for=TRANSIENT, max_retries=3,
              retry_backoff=5, retry_jitter=True, time_limit=3600, soft_time_limit=3500)
-def replay_version(version_id: int, replay_set_id: int) -> dict[str, Any]:
-    from waf_config.models import ReplaySet, RuleSetVersion
-    from waf_config.services.common import WafError
-    from waf_config.services.versions import replay_version as replay
+def run_replay(run_id: int) -> dict[str, Any]:
+    from waf_config.models import ReplayRun
+    from waf_config.services.versions import execute_replay
 
-    version = RuleSetVersion.objects.select_related("rule_set").filter(pk=version_id).first()
-    replay_set = ReplaySet.objects.filter(pk=replay_set_id).first()
-    if version is None or replay_set is None:
+    if not ReplayRun.objects.filter(pk=run_id).exists():
         return {"outcome": "missing"}
-    try:
-        run = replay(version, replay_set)
-    except WafError as exc:  # permanent: not retried
-        return {"outcome": "refused", "error": str(exc)}
-    return {"outcome": "replayed", "replay_run": run.pk}
+    run = execute_replay(run_id)  # a redelivery returns a finished run as it is, or starts a dead one over
+    return {"status": run.status, "requests": run.requests_replayed, "error": run.error[:500]}
 
 
 @shared_task(name="waf_config.run_deployment", acks_late=True, autoretry_for=TRANSIENT, max_retries=3,

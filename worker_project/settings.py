@@ -292,10 +292,20 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
-# WAF deployments: the canary group, how long it soaks with no NACK before the fleet gets a version, how long each
-# push may take to be ACKed; emergency rules' longest life. Django settings (override per deployment or test); not
-# environment variables yet.
-WAF_CANARY_GROUP = "canary"
-WAF_SOAK_SECONDS = 300
-WAF_ACK_TIMEOUT_SECONDS = 120
-WAF_EMERGENCY_MAX_SECONDS = 7 * 86400
+# WAF deployments: the canary group, how long it soaks with no NACK and no block-rate spike before the fleet gets a
+# version, how long each push may take to be ACKed; emergency rules' longest life (docs/configuration.md, docs/waf.md).
+WAF_CANARY_GROUP = env_str("WAF_CANARY_GROUP", "canary") or "canary"
+WAF_SOAK_SECONDS = env_int("WAF_SOAK_SECONDS", 300)
+WAF_ACK_TIMEOUT_SECONDS = env_int("WAF_ACK_TIMEOUT_SECONDS", 120)
+WAF_EMERGENCY_MAX_SECONDS = env_int("WAF_EMERGENCY_MAX_SECONDS", 7 * 86400)
+# a spike: the canary's refused share since its ACK > baseline share x RATIO and >= baseline + MIN_DELTA, both windows
+# holding at least MIN_REQUESTS stored requests; the baseline is the BASELINE_SECONDS before the rollout started
+WAF_BLOCK_RATE_SPIKE_RATIO = env_float("WAF_BLOCK_RATE_SPIKE_RATIO", 2.0)
+WAF_BLOCK_RATE_MIN_DELTA = env_float("WAF_BLOCK_RATE_MIN_DELTA", 0.02)
+WAF_BLOCK_RATE_MIN_REQUESTS = env_int("WAF_BLOCK_RATE_MIN_REQUESTS", 200)
+WAF_BLOCK_RATE_BASELINE_SECONDS = env_int("WAF_BLOCK_RATE_BASELINE_SECONDS", 3600)
+WAF_BLOCK_RATE_CHECK_SECONDS = env_float("WAF_BLOCK_RATE_CHECK_SECONDS", 5.0)
+# replays of sets larger than this are queued as the task run_replay from admin and the API (progress written every
+# WAF_REPLAY_PROGRESS_EVERY requests); smaller ones run within the request
+WAF_REPLAY_INLINE_MAX_REQUESTS = env_int("WAF_REPLAY_INLINE_MAX_REQUESTS", 20000)
+WAF_REPLAY_PROGRESS_EVERY = env_int("WAF_REPLAY_PROGRESS_EVERY", 10000)

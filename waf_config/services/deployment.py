@@ -13,9 +13,12 @@ an unchanged state is no new version, and a PostgreSQL advisory lock keeps two r
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +26,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import record_event
-from gateways.models import GatewayGroup, ResourceVersion
+from gateways.intake import BlockCounts, block_rate_source
+from gateways.models import GatewayCredential, GatewayGroup, ResourceVersion
 from gateways.services import InvalidResource, publish_desired_state, register_resource, wait_for_acks
 from waf_config.models import (
     ACTIVE_DEPLOYMENT_STATES,
@@ -42,8 +46,12 @@ from .versions import checksum, file_name, validate_content
 logger = logging.getLogger(__name__)
 
 DEPLOY_PERMISSION = "waf_config.deploy_rulesetversion"
-# file kind -> push-plane resource type (ModSecurity files have no resource type on the push plane yet)
-RESOURCE_OF_KIND: dict[str, str] = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config"}
+# file kind -> push-plane resource type: the Gateway's rule file, its gateway.yaml, and one SecRule file per group
+# (written into the directory gateway.yaml's waf.modsecurity.rules_path names; docs/waf.md says why one)
+RESOURCE_OF_KIND: dict[str, str] = {RuleSetKind.WAF_RULES: "waf_rules", RuleSetKind.GATEWAY_CONFIG: "config",
+                                    RuleSetKind.MODSECURITY: "modsecurity"}
+# what the reference agent (and a Gateway's rules_path scan) accepts as the SecRule file's name
+MODSECURITY_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.conf$")
 SERVABLE_STATES = (VersionState.CANARY, VersionState.DEPLOYED)
 
 
@@ -82,8 +90,12 @@ def _validator(kind: str) -> Callable[[dict[str, Any]], list[str]]:
     """The publish seam's own check: whoever builds a payload of this type, it must validate as the Gateway's
     loader would accept it (FORMATS §a/§b), or the push plane stores and sends nothing."""
     def check(data: dict[str, Any]) -> list[str]:
-        report = validate_content(kind, str(data.get("content", "")), str(data.get("name") or "rules.conf"))
-        return [f.message for f in report.errors]
+        name = str(data.get("name") or "rules.conf")
+        report = validate_content(kind, str(data.get("content", "")), name)
+        problems = [f.message for f in report.errors]
+        if kind == RuleSetKind.MODSECURITY and not MODSECURITY_FILE_NAME.match(name):
+            problems.append(f"{name!r} is not a plain <name>.conf file name (the Gateway reads only *.conf)")
+        return problems
     return check
 
 
@@ -108,8 +120,6 @@ def start_deployment(version: RuleSetVersion, user: Any, *, canary_group: Gatewa
     """Begin a rollout of an approved version (the task ``run_deployment`` carries it on)."""
     require_perm(user, DEPLOY_PERMISSION, "deploy a rule-set version")
     kind = version.rule_set.kind
-    if kind not in RESOURCE_OF_KIND:
-        raise WafError(f"{version}: {kind} files have no push resource type yet; they cannot be deployed")
     if version.state != VersionState.APPROVED:
         raise WafError(f"{version} is {version.state}; only an approved version is deployed")
     if canary_group is None:
@@ -205,10 +215,62 @@ def _canary(deployment: Deployment, timeout: float) -> None:
         _save(deployment, state=DeploymentState.SOAKING, canary_acked_at=timezone.now())
 
 
+def canary_instances(group: GatewayGroup) -> list[str]:
+    """The instance ids of the group's Gateways as their credentials say (the verified identity the log intake
+    tags requests with), never as any log field claims."""
+    return sorted(set(GatewayCredential.objects.filter(group=group, revoked_at__isnull=True)
+                      .values_list("name", flat=True)))
+
+
+@dataclass(frozen=True)
+class BlockRateCheck:
+    instances: list[str]
+    baseline: BlockCounts | None   # None: no block-rate source is registered (no log pipeline)
+    current: BlockCounts | None
+    spike: bool
+    verdict: str                   # one sentence with the figures
+
+    def figures(self) -> dict[str, Any]:
+        return {"instances": self.instances, "spike": self.spike, "verdict": self.verdict,
+                "baseline": None if self.baseline is None else [self.baseline.requests, self.baseline.blocked],
+                "current": None if self.current is None else [self.current.requests, self.current.blocked]}
+
+
+def judge_block_rate(baseline: BlockCounts, current: BlockCounts, *, ratio: float, min_delta: float,
+                     min_requests: int) -> tuple[bool, str]:
+    """A spike: the current refused share is above ``baseline × ratio`` and at least ``min_delta`` above the
+    baseline, with both windows holding at least ``min_requests`` requests (a tiny sample proves nothing)."""
+    figures = (f"{current.rate:.1%} of {current.requests} requests refused since the canary ACK "
+               f"({current.blocked}) against {baseline.rate:.1%} of {baseline.requests} before the rollout "
+               f"({baseline.blocked}); threshold x{ratio:g} and +{min_delta:.1%}")
+    if baseline.requests < min_requests or current.requests < min_requests:
+        return False, f"not judged (fewer than {min_requests} requests in a window): {figures}"
+    spike = current.rate > baseline.rate * ratio and current.rate - baseline.rate >= min_delta
+    return spike, ("block-rate spike: " if spike else "no block-rate spike: ") + figures
+
+
+def check_block_rate(deployment: Deployment, now: datetime | None = None) -> BlockRateCheck:
+    """The canary group's refused share since its ACK against the same instances' share before the rollout."""
+    assert deployment.canary_group is not None and deployment.canary_acked_at is not None
+    instances = canary_instances(deployment.canary_group)
+    source = block_rate_source()
+    if source is None:
+        return BlockRateCheck(instances, None, None, False, "not judged: no block-rate source (log pipeline) "
+                                                             "is registered")
+    start = deployment.created_at
+    baseline = source(instances, start - timedelta(seconds=settings.WAF_BLOCK_RATE_BASELINE_SECONDS), start)
+    current = source(instances, deployment.canary_acked_at, now or timezone.now())
+    spike, verdict = judge_block_rate(baseline, current, ratio=settings.WAF_BLOCK_RATE_SPIKE_RATIO,
+                                      min_delta=settings.WAF_BLOCK_RATE_MIN_DELTA,
+                                      min_requests=settings.WAF_BLOCK_RATE_MIN_REQUESTS)
+    return BlockRateCheck(instances, baseline, current, spike, verdict)
+
+
 def _soak(deployment: Deployment, poll: float) -> None:
     assert deployment.canary_acked_at is not None and deployment.canary_group is not None
     rv = ResourceVersion.objects.defer("payload").get(pk=deployment.resource_versions[deployment.canary_group.name])
     end = deployment.canary_acked_at.timestamp() + deployment.soak_seconds
+    next_check = 0.0
     while True:
         acks = wait_for_acks([rv], timeout=0)
         if acks.rejected:
@@ -216,10 +278,23 @@ def _soak(deployment: Deployment, poll: float) -> None:
             rollback_deployment(deployment, f"canary NACK during the soak: {errors}"[:2000])
             return
         remaining = end - time.time()
+        if remaining <= 0 or time.monotonic() >= next_check:
+            check = check_block_rate(deployment)
+            next_check = time.monotonic() + settings.WAF_BLOCK_RATE_CHECK_SECONDS
+            if check.spike:
+                group = deployment.canary_group.name
+                rollback_deployment(deployment, f"canary group {group} ({', '.join(check.instances)}): "
+                                                f"{check.verdict}"[:2000], figures=check.figures())
+                return
         if remaining <= 0:
             break
         time.sleep(min(poll, remaining))
-    _save(deployment, state=DeploymentState.FLEET, fleet_started_at=timezone.now())
+    with transaction.atomic():
+        _save(deployment, state=DeploymentState.FLEET, fleet_started_at=timezone.now())
+        record_event(actor_of("waf_config.run_deployment"), "waf.soak_passed", obj=deployment,
+                     after={"soak_seconds": deployment.soak_seconds, "block_rate": check.figures()},
+                     summary=f"{deployment.version} soaked on {deployment.canary_group.name}: no NACK; "
+                             f"{check.verdict}"[:500])
 
 
 def _fleet(deployment: Deployment, timeout: float) -> None:
@@ -260,7 +335,8 @@ def _fleet(deployment: Deployment, timeout: float) -> None:
                      summary=f"{version} deployed to every group")
 
 
-def rollback_deployment(deployment: Deployment, reason: str, actor: Any = "waf_config.run_deployment") -> None:
+def rollback_deployment(deployment: Deployment, reason: str, actor: Any = "waf_config.run_deployment", *,
+                        figures: dict[str, Any] | None = None) -> None:
     """Point every group this rollout touched back at what it ran before, and publish (automatic or manual)."""
     version = deployment.version
     with transaction.atomic():
@@ -283,7 +359,8 @@ def rollback_deployment(deployment: Deployment, reason: str, actor: Any = "waf_c
         version.state = VersionState.ROLLED_BACK
         _save(deployment, state=DeploymentState.ROLLED_BACK, finished_at=timezone.now(), outcome=reason)
         record_event(actor_of(actor), "waf.rolled_back", obj=deployment,
-                     after={"version": version.pk, "reason": reason[:500], "restored": restored},
+                     after={"version": version.pk, "reason": reason[:2000], "restored": restored,
+                            **({"block_rate": figures} if figures is not None else {})},
                      summary=f"{version} rolled back: {reason}"[:500])
 
 

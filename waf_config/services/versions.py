@@ -8,9 +8,11 @@ both move it, and every step is audited in the same transaction.
 from __future__ import annotations
 
 import hashlib
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -24,6 +26,7 @@ from waf_config.gateway_config import WafSettings, read_gateway_config
 from waf_config.models import (
     ReplayRequest,
     ReplayRun,
+    ReplayRunStatus,
     ReplaySet,
     RuleSet,
     RuleSetKind,
@@ -31,7 +34,7 @@ from waf_config.models import (
     ValidationStatus,
     VersionState,
 )
-from waf_config.modsecurity import read_modsecurity
+from waf_config.modsecurity import ModSecFile, read_modsecurity
 from waf_config.replay import replay
 from waf_config.traffic import Request
 from waf_config.validation import validate_gateway_config, validate_modsecurity_file, validate_waf_rules_file
@@ -117,18 +120,20 @@ def validate_version(version: RuleSetVersion, actor: Any = "waf_config.validate_
 
 
 def _policy(kind: str, content: str, name: str, *, rules: WafRuleSet | None = None,
-            settings: WafSettings | None = None) -> Policy:
+            settings: WafSettings | None = None, modsecurity: tuple[ModSecFile, ...] = ()) -> Policy:
+    """The policy a group would run with this version in place: the rest (rules, settings, the SecRule file) is
+    what the group runs now."""
     empty = WafRuleSet("1.0", ())
     if kind == RuleSetKind.WAF_RULES:
         parsed, _ = read_waf_rules(content, strict=True)
         if parsed is None:
             raise WafError("the rule file does not parse")
-        return Policy(parsed, (), settings or WafSettings())
+        return Policy(parsed, modsecurity, settings or WafSettings())
     if kind == RuleSetKind.GATEWAY_CONFIG:
         cfg, _ = read_gateway_config(content, strict=True)
         if cfg is None:
             raise WafError("gateway.yaml does not parse")
-        return Policy(rules or empty, (), cfg.waf)
+        return Policy(rules or empty, modsecurity, cfg.waf)
     file, _ = read_modsecurity(content, name, strict=True)
     base = settings or WafSettings()
     return Policy(rules or empty, (file,), WafSettings(
@@ -136,8 +141,9 @@ def _policy(kind: str, content: str, name: str, *, rules: WafRuleSet | None = No
         base.blocked_headers, base.blocked_user_agents, True))
 
 
-def _live_context(group_name: str | None) -> tuple[WafRuleSet | None, WafSettings | None]:
-    """The rules and WAF settings a group runs now (for replaying a config or ModSecurity version)."""
+def _live_context(group_name: str | None
+                  ) -> tuple[WafRuleSet | None, WafSettings | None, tuple[ModSecFile, ...]]:
+    """The rules, WAF settings and the Worker's SecRule file a group runs now (for replaying the other kinds)."""
     from .deployment import current_version
 
     rules = settings = None
@@ -148,7 +154,11 @@ def _live_context(group_name: str | None) -> tuple[WafRuleSet | None, WafSetting
     if cfg is not None:
         parsed, _ = read_gateway_config(cfg.content, strict=True)
         settings = parsed.waf if parsed is not None else None
-    return rules, settings
+    modsec = current_version(RuleSetKind.MODSECURITY, group_name)
+    files: tuple[ModSecFile, ...] = ()
+    if modsec is not None:
+        files = (read_modsecurity(modsec.content, file_name(modsec.rule_set), strict=True)[0],)
+    return rules, settings, files
 
 
 def baseline_for(version: RuleSetVersion) -> RuleSetVersion | None:
@@ -160,40 +170,137 @@ def baseline_for(version: RuleSetVersion) -> RuleSetVersion | None:
     return current_version(version.rule_set.kind, settings.WAF_CANARY_GROUP)
 
 
-def replay_version(version: RuleSetVersion, replay_set: ReplaySet, actor: Any = "waf_config.replay_version",
-                   *, samples_per_change: int = 20) -> ReplayRun:
-    """Replay the stored requests against the version and its baseline; the diff report is attached."""
-    from django.conf import settings
-
+def _check_replayable(version: RuleSetVersion) -> None:
     if version.validation_status != ValidationStatus.VALID:
         raise WafError(f"{version} has not passed validation; it cannot be replayed")
     if version.state not in (VersionState.VALIDATED, VersionState.REPLAYED):
         raise WafError(f"{version} is {version.state}; only a validated version is replayed before approval")
-    kind, name = version.rule_set.kind, file_name(version.rule_set)
-    rules, wsettings = _live_context(settings.WAF_CANARY_GROUP)
-    baseline = baseline_for(version)
-    new = compile_policy(_policy(kind, version.content, name, rules=rules, settings=wsettings))
-    old = compile_policy(_policy(kind, baseline.content, name, rules=rules, settings=wsettings)) \
-        if baseline is not None else None
-    started = timezone.now()
-    requests = (Request.from_dict(data) for data in
-                ReplayRequest.objects.filter(replay_set=replay_set).order_by("position")
-                .values_list("data", flat=True).iterator(chunk_size=2000))
-    report = replay(new, requests, old, samples_per_change=samples_per_change)
+
+
+def request_replay(version: RuleSetVersion, replay_set: ReplaySet, actor: Any = "waf_config.replay_version", *,
+                   enqueue: bool = True) -> ReplayRun:
+    """Queue a replay of the set against the version: a ``queued`` ReplayRun, carried out by the task
+    ``run_replay`` (``enqueue``) or by ``execute_replay``. Asking again while one for the same version and set is
+    queued or running returns that one."""
+    _check_replayable(version)
     with transaction.atomic():
-        run = ReplayRun.objects.create(
-            version=version, baseline=baseline, replay_set=replay_set, requests_replayed=report.requests,
-            newly_blocked=report.newly_blocked, newly_allowed=report.newly_allowed, report=report.to_dict(),
-            finished_at=timezone.now())
-        ReplayRun.objects.filter(pk=run.pk).update(started_at=started)
-        _move(version, (VersionState.VALIDATED,), VersionState.REPLAYED)
-        record_event(actor_of(actor), "waf.version_replayed", obj=version,
-                     after={"replay_run": run.pk, "replay_set": replay_set.name, "requests": report.requests,
-                            "newly_blocked": report.newly_blocked, "newly_allowed": report.newly_allowed,
-                            "baseline": baseline.pk if baseline else None},
-                     summary=f"{version} replayed on {report.requests} requests of {replay_set.name}: "
-                             f"{report.newly_blocked} newly blocked, {report.newly_allowed} newly allowed")
+        RuleSetVersion.objects.select_for_update().filter(pk=version.pk).first()  # two requests at once: one run
+        open_run = ReplayRun.objects.filter(version=version, replay_set=replay_set,
+                                            status__in=(ReplayRunStatus.QUEUED, ReplayRunStatus.RUNNING)).first()
+        if open_run is not None:
+            return open_run
+        run = ReplayRun.objects.create(version=version, replay_set=replay_set, status=ReplayRunStatus.QUEUED,
+                                       requests_total=replay_set.request_count)
+        if enqueue:
+            from waf_config.tasks import run_replay
+
+            record_event(actor_of(actor), "waf.replay_queued", obj=version,
+                         after={"replay_run": run.pk, "replay_set": replay_set.name,
+                                "requests": replay_set.request_count},
+                         summary=f"replay of {version} on {replay_set.name} ({replay_set.request_count} requests) "
+                                 "queued")
+            transaction.on_commit(lambda: run_replay.delay(run.pk))
     return run
+
+
+def _replay_lock(run_id: int, take: bool) -> bool:
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cur:
+        fn = "pg_try_advisory_lock" if take else "pg_advisory_unlock"
+        cur.execute(f"SELECT {fn}(%s, %s)", [zlib.crc32(b"waf-replay") - 2**31, run_id])
+        return bool(cur.fetchone()[0])
+
+
+def _counted(requests: Iterator[Request], run_id: int, every: int) -> Iterator[Request]:
+    """The requests, writing how many were replayed every ``every`` (what admin and the API show as progress)."""
+    n = 0
+    for request in requests:
+        yield request
+        n += 1
+        if n % every == 0:
+            ReplayRun.objects.filter(pk=run_id).update(requests_replayed=n)
+
+
+def execute_replay(run_id: int, actor: Any = "waf_config.run_replay", *, samples_per_change: int = 20,
+                   progress_every: int | None = None) -> ReplayRun:
+    """Carry out a queued replay run. Safe to run again (a Celery redelivery): a finished run is returned as it
+    is, a run left ``running`` by a dead worker starts over on the same row (one report, never two), and an
+    advisory lock keeps two workers off one run."""
+    from django.conf import settings
+
+    if not _replay_lock(run_id, True):
+        return ReplayRun.objects.get(pk=run_id)  # another worker carries it
+    try:
+        run = ReplayRun.objects.select_related("version__rule_set", "replay_set").get(pk=run_id)
+        if run.status in (ReplayRunStatus.DONE, ReplayRunStatus.FAILED):
+            return run
+        version, replay_set = run.version, run.replay_set
+        try:
+            if replay_set is None:
+                raise WafError("its replay set was deleted")
+            _check_replayable(version)
+            kind, name = version.rule_set.kind, file_name(version.rule_set)
+            rules, wsettings, modsec = _live_context(settings.WAF_CANARY_GROUP)
+            baseline = baseline_for(version)
+            new = compile_policy(_policy(kind, version.content, name, rules=rules, settings=wsettings,
+                                         modsecurity=modsec))
+            old = compile_policy(_policy(kind, baseline.content, name, rules=rules, settings=wsettings,
+                                         modsecurity=modsec)) if baseline is not None else None
+        except WafError as exc:
+            ReplayRun.objects.filter(pk=run.pk).update(status=ReplayRunStatus.FAILED, error=str(exc)[:2000],
+                                                       finished_at=timezone.now())
+            run.refresh_from_db()
+            return run
+        stored = ReplayRequest.objects.filter(replay_set=replay_set)
+        ReplayRun.objects.filter(pk=run.pk).update(status=ReplayRunStatus.RUNNING, started_at=timezone.now(),
+                                                   requests_total=stored.count(), requests_replayed=0, error="")
+        requests = (Request.from_dict(data) for data in
+                    stored.order_by("position").values_list("data", flat=True).iterator(chunk_size=2000))
+        every = progress_every or settings.WAF_REPLAY_PROGRESS_EVERY
+        try:
+            report = replay(new, _counted(requests, run.pk, every), old, samples_per_change=samples_per_change)
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the task's retry starts the run over
+        except Exception as exc:  # a bug or a bad stored request: failed, with the reason, never "running" forever
+            ReplayRun.objects.filter(pk=run.pk).update(status=ReplayRunStatus.FAILED, finished_at=timezone.now(),
+                                                       error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        with transaction.atomic():
+            ReplayRun.objects.filter(pk=run.pk).update(
+                status=ReplayRunStatus.DONE, baseline=baseline, requests_replayed=report.requests,
+                newly_blocked=report.newly_blocked, newly_allowed=report.newly_allowed, report=report.to_dict(),
+                finished_at=timezone.now())
+            _move(version, (VersionState.VALIDATED,), VersionState.REPLAYED)
+            record_event(actor_of(actor), "waf.version_replayed", obj=version,
+                         after={"replay_run": run.pk, "replay_set": replay_set.name, "requests": report.requests,
+                                "newly_blocked": report.newly_blocked, "newly_allowed": report.newly_allowed,
+                                "baseline": baseline.pk if baseline else None},
+                         summary=f"{version} replayed on {report.requests} requests of {replay_set.name}: "
+                                 f"{report.newly_blocked} newly blocked, {report.newly_allowed} newly allowed")
+        run.refresh_from_db()
+        return run
+    finally:
+        _replay_lock(run_id, False)
+
+
+def replay_version(version: RuleSetVersion, replay_set: ReplaySet, actor: Any = "waf_config.replay_version",
+                   *, samples_per_change: int = 20) -> ReplayRun:
+    """Replay the stored requests against the version and its baseline, here and now; the diff report is
+    attached. (Large sets: ``request_replay``, carried out by the task.)"""
+    run = request_replay(version, replay_set, actor, enqueue=False)
+    run = execute_replay(run.pk, actor, samples_per_change=samples_per_change)
+    version.refresh_from_db(fields=["state"])
+    if run.status != ReplayRunStatus.DONE:
+        raise WafError(f"the replay of {version} failed: {run.error or run.status}")
+    return run
+
+
+def replay_in_background(replay_set: ReplaySet) -> bool:
+    """Whether admin and the API queue this set's replay as a task rather than run it in the request."""
+    from django.conf import settings
+
+    return replay_set.request_count > settings.WAF_REPLAY_INLINE_MAX_REQUESTS
 
 
 # ------------------------------------------------------------------------------------------------ approval
@@ -203,7 +310,7 @@ def submit_for_approval(version: RuleSetVersion, user: Any, justification: str =
     """Ask for a second person's approval; needs a passing validation and a replay report."""
     if version.validation_status != ValidationStatus.VALID:
         raise WafError(f"{version} has not passed validation; it cannot be submitted for approval")
-    if version.state != VersionState.REPLAYED or not version.replays.exists():
+    if version.state != VersionState.REPLAYED or not version.replays.filter(status=ReplayRunStatus.DONE).exists():
         raise WafError(f"{version} is {version.state}: replay it against stored traffic before asking for approval")
     return approvals.request_approval(version, APPROVE_ACTION, user, justification, permission=APPROVE_PERMISSION,
                                       summary=f"{version} ({version.rule_set.kind})")
@@ -238,8 +345,8 @@ def on_approval_decided(request: ApprovalRequest, decision: str) -> None:
                                           "a second person must")
         if version.validation_status != ValidationStatus.VALID:
             raise approvals.ApprovalError(f"{version} has not passed validation")
-        if not version.replays.exists():
-            raise approvals.ApprovalError(f"{version} has no replay report")
+        if not version.replays.filter(status=ReplayRunStatus.DONE).exists():
+            raise approvals.ApprovalError(f"{version} has no finished replay report")
         if not _move(version, (VersionState.REPLAYED,), VersionState.APPROVED):
             raise approvals.ApprovalError(f"{version} is {version.state}, not waiting for approval")
     elif not _move(version, (VersionState.REPLAYED,), VersionState.REJECTED):

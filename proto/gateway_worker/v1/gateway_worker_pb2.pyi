@@ -176,7 +176,7 @@ class Welcome(_message.Message):
     def __init__(self, replica: _Optional[str] = ..., server_time: _Optional[int] = ...) -> None: ...
 
 class ResourceUpdate(_message.Message):
-    __slots__ = ("type", "version", "nonce", "checksum", "certificates", "waf_rules", "config", "acme_challenges", "emergency_rules")
+    __slots__ = ("type", "version", "nonce", "checksum", "certificates", "waf_rules", "config", "acme_challenges", "emergency_rules", "modsecurity")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class ResourceUpdate(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     ACME_CHALLENGES_FIELD_NUMBER: _ClassVar[int]
     EMERGENCY_RULES_FIELD_NUMBER: _ClassVar[int]
+    MODSECURITY_FIELD_NUMBER: _ClassVar[int]
     type: str
     version: int
     nonce: str
@@ -195,7 +196,8 @@ class ResourceUpdate(_message.Message):
     config: FileContent
     acme_challenges: ChallengeSet
     emergency_rules: EmergencyRuleSet
-    def __init__(self, type: _Optional[str] = ..., version: _Optional[int] = ..., nonce: _Optional[str] = ..., checksum: _Optional[str] = ..., certificates: _Optional[_Union[CertificateSet, _Mapping]] = ..., waf_rules: _Optional[_Union[FileContent, _Mapping]] = ..., config: _Optional[_Union[FileContent, _Mapping]] = ..., acme_challenges: _Optional[_Union[ChallengeSet, _Mapping]] = ..., emergency_rules: _Optional[_Union[EmergencyRuleSet, _Mapping]] = ...) -> None: ...
+    modsecurity: FileContent
+    def __init__(self, type: _Optional[str] = ..., version: _Optional[int] = ..., nonce: _Optional[str] = ..., checksum: _Optional[str] = ..., certificates: _Optional[_Union[CertificateSet, _Mapping]] = ..., waf_rules: _Optional[_Union[FileContent, _Mapping]] = ..., config: _Optional[_Union[FileContent, _Mapping]] = ..., acme_challenges: _Optional[_Union[ChallengeSet, _Mapping]] = ..., emergency_rules: _Optional[_Union[EmergencyRuleSet, _Mapping]] = ..., modsecurity: _Optional[_Union[FileContent, _Mapping]] = ...) -> None: ...
 
 class Certificate(_message.Message):
     __slots__ = ("name", "domains", "cert_pem", "chain_pem", "key_pem", "temporary", "serial", "fingerprint", "not_after", "version_id")
