@@ -112,7 +112,7 @@ class Gunicorn:
 
     def get(self, path: str) -> str | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as response:  # loaded CI
                 body = response.read().decode()
         except (urllib.error.URLError, ConnectionError):
             return None
