@@ -79,7 +79,8 @@ def rules_text(agent: AgentProcess) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_canary_then_fleet_automatic_rollback_on_nack_and_manual_rollback(fleet: dict[str, AgentProcess]) -> None:
+def test_canary_then_fleet_automatic_rollback_on_nack_and_manual_rollback(fleet: dict[str, AgentProcess],
+                                                                        admin_client: Any) -> None:
     p = people()
     rs = waf_rule_set()
     v1_text = rules_file(block_rule("wp", "uri", "contains", "wp-login"))
@@ -125,6 +126,16 @@ def test_canary_then_fleet_automatic_rollback_on_nack_and_manual_rollback(fleet:
             "waf.fleet_pushed", "waf.deployed", "waf.rolled_back", "waf.rolled_back_manually"} <= actions
     rollback = AuditEvent.objects.get(action="waf.rolled_back")
     assert rollback.actor == "waf_config.run_deployment" and rollback.actor_type == "automation"
+
+    # what a person sees in admin: every rollout with its state and outcome, the audit trail of the rollback
+    deployments = admin_client.get("/admin/waf_config/deployment/").content.decode()
+    rows = deployments.split("<tr")[1:]
+    assert any("canary NACK" in row and "Rolled back" in row for row in rows), "the automatic rollback's row"
+    assert sum("Deployed" in row for row in rows) >= 2  # v1 and v3's rollouts
+    trail = admin_client.get("/admin/audit/auditevent/?q=waf.rolled_back").content.decode()
+    assert "waf_config.run_deployment" in trail and "rolled back: canary NACK" in trail
+    approvals_page = admin_client.get("/admin/audit/approvalrequest/").content.decode()
+    assert approvals_page.count("bob") >= 3  # the second person on every approved version
 
 
 def send_requests(fleet: Fleet, name: str, group: str, total: int, blocked: int, at: float) -> None:

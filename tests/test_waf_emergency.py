@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,8 @@ def edges(tmp_path: Path, nginx_factory: NginxFactory) -> Iterator[list[tuple[Ag
         srv.stop()
 
 
-def test_block_reaches_every_nginx_and_expires(edges: list[tuple[AgentProcess, NginxServer]]) -> None:
+def test_block_reaches_every_nginx_and_expires(edges: list[tuple[AgentProcess, NginxServer]],
+                                              admin_client: Any) -> None:
     p = people()
     with pytest.raises(WafError, match="lacks the permission"):
         create_emergency_rule("127.0.0.5", actor=p.alice, reason="scanner", expires_in=timedelta(seconds=5))
@@ -96,6 +98,14 @@ def test_block_reaches_every_nginx_and_expires(edges: list[tuple[AgentProcess, N
     assert ("waf.emergency_rule_created", "carol", "person") in events
     assert ("waf.emergency_rule_created", "logpipeline.correlation", "automation") in events
     assert events.count(("waf.emergency_rule_expired", "waf_config.withdraw_expired_rules", "automation")) == 2
+
+    # admin: the withdrawn rules under "withdrawn", with who made them and why; the trail names the automation
+    withdrawn = admin_client.get("/admin/waf_config/emergencyrule/?withdrawn_at__isempty=0").content.decode()
+    assert "credential stuffing from 127.0.0.5" in withdrawn and "logpipeline.correlation" in withdrawn
+    live = admin_client.get("/admin/waf_config/emergencyrule/?withdrawn_at__isempty=1").content.decode()
+    assert "127.0.0.5" not in live and "0 emergency rules" in live
+    trail = admin_client.get("/admin/audit/auditevent/?q=emergency_rule_expired").content.decode()
+    assert trail.count("waf_config.withdraw_expired_rules") >= 2
 
 
 def test_bad_rules_are_refused_before_anything_is_pushed() -> None:
