@@ -47,6 +47,10 @@ class RuleSetForm(forms.ModelForm):
                                   help_text="Draft a new immutable version with this exact file text (validated "
                                             "at once).")
     new_comment = forms.CharField(required=False, help_text="What the new version changes and why.")
+    import_file = forms.FileField(
+        required=False, help_text="Or import the Gateway's own file (waf-rules.yaml, gateway.yaml, a ModSecurity "
+                                  ".conf) as a new version: YAML is normalised into what the Gateway's loader "
+                                  "accepts (each change listed as a warning); a .conf is taken as it is.")
 
     class Meta:
         model = RuleSet
@@ -73,6 +77,26 @@ class RuleSetAdmin(admin.ModelAdmin):
                 return
             level = messages.SUCCESS if version.validation_status == "valid" else messages.WARNING
             messages.add_message(request, level, f"{version} drafted: {version.state}")
+        upload = form.cleaned_data.get("import_file")
+        if upload is not None:
+            self._import(request, obj, upload)
+
+    def _import(self, request: HttpRequest, obj: RuleSet, upload: Any) -> None:
+        try:
+            text = upload.read().decode("utf-8")
+            version, report = version_service.import_version(obj, text, request.user, source=upload.name)
+        except UnicodeDecodeError:
+            messages.error(request, f"{upload.name} is not UTF-8 text; nothing was imported")
+            return
+        except WafError as exc:
+            messages.error(request, str(exc))
+            return
+        for finding in report.warnings[:20]:
+            messages.warning(request, f"import: {finding.message}")
+        level = messages.SUCCESS if version.validation_status == "valid" else messages.ERROR
+        messages.add_message(request, level, f"{version} imported from {upload.name}: {version.state} "
+                                             f"({len(report.warnings)} import warnings; validation findings on "
+                                             f"the version's page)")
 
 
 @admin.register(ConfigDocument)

@@ -116,6 +116,37 @@ def validate_version(version: RuleSetVersion, actor: Any = "waf_config.validate_
     return report
 
 
+def import_version(rule_set: RuleSet, text: str, author: Any, source: str = "") -> tuple[RuleSetVersion, Report]:
+    """The Gateway's own file as a new version, normalised into what its loader accepts.
+
+    ``waf-rules.yaml`` and ``gateway.yaml`` are read leniently and written back as export does: what has one meaning
+    is normalised (a missing ``metadata`` map added, ``"30s"`` written as ``{secs, nanos}``, documented defaults
+    filled) and each change is a warning in the returned report. A ModSecurity file is taken byte for byte: a
+    construct the Gateway runs differently from how it reads (``chain``, an unsupported operator) has no faithful
+    rewrite, so the version's own validation refuses it with the reason. A file that cannot be read at all raises
+    ``WafError`` and creates nothing.
+    """
+    from waf_config.findings import FormatError
+    from waf_config.formats import dump_waf_rules, load_waf_rules
+    from waf_config.gateway_config import dump_gateway_config, load_gateway_config
+    from waf_config.modsecurity import load_modsecurity
+
+    try:
+        if rule_set.kind == RuleSetKind.WAF_RULES:
+            rules = load_waf_rules(text)
+            content, report = dump_waf_rules(rules.value), rules.report
+        elif rule_set.kind == RuleSetKind.GATEWAY_CONFIG:
+            config = load_gateway_config(text)
+            content, report = dump_gateway_config(config.value), config.report
+        else:
+            content, report = text, load_modsecurity(text, file_name(rule_set)).report
+    except FormatError as exc:
+        raise WafError(f"{source or 'the file'} cannot be imported as {rule_set.kind}: {exc}") from None
+    changed = "normalised" if content != text else "unchanged"
+    comment = f"imported from {source or 'a file'} ({changed}; {len(report.warnings)} import warnings)"
+    return create_version(rule_set, content, author, comment), report
+
+
 # ------------------------------------------------------------------------------------------------ replay
 
 
