@@ -556,7 +556,8 @@ def main() -> None:
           "RSS per idle stream |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['connected']}/{args.streams} ({r['n']} ACKed) | {r['connect_s']:.0f} s, "
+        print(f"| {name} | {r['connected']}/{args.streams} ({r['n']} ACKed, {r['lost_after']} lost after the "
+              f"publish) | {r['connect_s']:.0f} s, "
               f"{r['losses']} {r['codes'] or ''} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | "
               f"{r['max_ms']:.0f} ms | {r['db_ms']:.0f} ms | {r['idle_kib']:.1f} KiB |")
     if len(results) == 2:
