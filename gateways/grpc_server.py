@@ -107,8 +107,8 @@ async def start_server(cfg: ServerConfig) -> RunningServer:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.max_concurrent_streams", 100_000),
         # TLS records this replica writes are at most 4 KiB (grpc's default 16 KiB): the per-connection protect
-        # buffers shrink with it, ~5 KiB less per idle stream (bench/push_fanout.py, docs/benchmarks.md); a large
-        # push is split into more records, which costs little next to encrypting its bytes.
+        # buffers shrink with it, ~5 KiB less per idle stream (bench/push_stream_memory.py, docs/benchmarks.md);
+        # a large push is split into more records, which costs little next to encrypting its bytes.
         ("grpc.tsi.max_frame_size", 4096),
         # A connection storm (a fleet reconnecting to this replica) queues calls in grpc core faster than the
         # event loop takes them up; past grpc's default backlog (1,000; random refusals up to 3,000) they are
