@@ -34,6 +34,7 @@ class ServerConfig:
     ca: str = ""
     max_message_bytes: int = 4 * 1024 * 1024      # the largest any RPC takes (a push-stream log batch)
     max_streams_per_credential: int = 8
+    max_pending_calls: int = 20_000
     unary_rate: float = 20.0
     unanswered_max_bytes: int = 64 * 1024 * 1024
     answer_timeout: float = 120.0
@@ -63,6 +64,7 @@ class ServerConfig:
                   key=settings.GRPC_TLS_KEY, ca=settings.GRPC_CA_CERT,
                   max_message_bytes=settings.GRPC_MAX_MESSAGE_BYTES,
                   max_streams_per_credential=settings.GRPC_MAX_STREAMS_PER_CREDENTIAL,
+                  max_pending_calls=settings.GRPC_MAX_PENDING_CALLS,
                   unary_rate=settings.GRPC_UNARY_RATE, unanswered_max_bytes=settings.GRPC_UNANSWERED_MAX_BYTES,
                   answer_timeout=settings.GRPC_ANSWER_TIMEOUT_SECONDS,
                   credential_cache_seconds=settings.GRPC_CREDENTIAL_CACHE_SECONDS,
@@ -104,6 +106,15 @@ async def start_server(cfg: ServerConfig) -> RunningServer:
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.max_concurrent_streams", 100_000),
+        # TLS records this replica writes are at most 4 KiB (grpc's default 16 KiB): the per-connection protect
+        # buffers shrink with it, ~5 KiB less per idle stream (bench/push_stream_memory.py, docs/benchmarks.md);
+        # a large push is split into more records, which costs little next to encrypting its bytes.
+        ("grpc.tsi.max_frame_size", 4096),
+        # A connection storm (a fleet reconnecting to this replica) queues calls in grpc core faster than the
+        # event loop takes them up; past grpc's default backlog (1,000; random refusals up to 3,000) they are
+        # refused and the Gateways see CANCELLED. Soft = hard: no random refusals below the bound.
+        ("grpc.server.max_pending_requests", cfg.max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", cfg.max_pending_calls),
     ])
     # Every service registers through the guard: no RPC, health and reflection included, skips the credential.
     server: Any = GuardedServer(grpc_server, auth)

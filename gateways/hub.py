@@ -49,6 +49,36 @@ def close_thread_connections() -> None:
     _thread_connections.clear()
 
 
+class Outbox:
+    """What the stream's writer sends next, in order: bytes, or None/an error to end the stream.
+
+    ``asyncio.Queue`` would do, but it allocates four deques (~3 KiB) per stream, ~3 % of what an idle stream
+    costs the replica; one list and at most one waiting future do the same for one consumer."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 @dataclass(eq=False)
 class StreamState:
     instance_id: str
@@ -57,7 +87,7 @@ class StreamState:
     group_name: str
     session: Session | None = None
     shipping: asyncio.Future[Any] | None = None  # the log batch being stored (batches of a stream go in order)
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # bytes, or None/error: end
+    queue: Outbox = field(default_factory=Outbox)  # bytes, or None/error: end
     known: dict[str, int] = field(default_factory=dict)         # type -> version the Gateway said it runs (Hello)
     sent: dict[str, int] = field(default_factory=dict)          # type -> newest version sent on this stream
     parked: dict[str, int] = field(default_factory=dict)        # type -> NACKed version, never resent
@@ -202,6 +232,8 @@ class Hub:
         pending = st.outstanding[rtype]
         for older in [v for v in pending if v < version]:  # the Gateway runs `version` now: older ones are moot
             st.unanswered_bytes -= pending.pop(older)[3]
+        if not pending:  # an emptied dict keeps its table: ~1.3 KiB per idle stream over the resource types
+            del st.outstanding[rtype]
         converge = max(0.0, time.time() - out[1])
         metrics.ACKS.labels(rtype).inc()
         metrics.CONVERGE.labels(rtype).observe(converge)
@@ -211,6 +243,8 @@ class Hub:
     def nack(self, st: StreamState, rtype: str, version: int, nonce: str, error: str) -> str | None:
         if self._answered(st, rtype, version, nonce) is None:
             return f"NACK for {rtype} version {version} nonce {nonce!r} that was not sent on this stream"
+        if not st.outstanding.get(rtype):
+            st.outstanding.pop(rtype, None)
         # Parked: this stream never offers a version twice anyway (``sent``); the recorded NACK parks it for the
         # instance's later streams (``Registered.parked``) until an operator's resync.
         metrics.NACKS.labels(rtype).inc()

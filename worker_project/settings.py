@@ -78,6 +78,9 @@ try:
     # yet ACKed/NACKed per stream — their bytes, and the age of the oldest — past either, the stream is cut off.
     GRPC_UNANSWERED_MAX_BYTES = env_int("GRPC_UNANSWERED_MAX_BYTES", 64 * 1024 * 1024)
     GRPC_ANSWER_TIMEOUT_SECONDS = env_float("GRPC_ANSWER_TIMEOUT_SECONDS", 120.0)
+    # Calls that arrived but the server's event loop has not taken up yet (a reconnect storm): grpc core refuses
+    # calls past its own default of 1,000 at random (all past 3,000) and the Gateway sees CANCELLED.
+    GRPC_MAX_PENDING_CALLS = env_int("GRPC_MAX_PENDING_CALLS", 20000)
     GRPC_CREDENTIAL_CACHE_SECONDS = env_float("GRPC_CREDENTIAL_CACHE_SECONDS", 5.0)  # revocation notices clear it
     PUSH_DEBOUNCE_SECONDS = env_float("PUSH_DEBOUNCE_SECONDS", 0.02)
     PUSH_RECONCILE_SECONDS = env_float("PUSH_RECONCILE_SECONDS", 30.0)
