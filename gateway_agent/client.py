@@ -27,15 +27,16 @@ logger = logging.getLogger(__name__)
 FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
-def channel(cfg: AgentConfig) -> grpc.aio.Channel:
+def channel(cfg: AgentConfig, address: str | None = None) -> grpc.aio.Channel:
+    address = address or cfg.servers[0]
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.keepalive_time_ms", 30_000)]
     if cfg.insecure:
-        return grpc.aio.insecure_channel(cfg.server, options=options)
+        return grpc.aio.insecure_channel(address, options=options)
     creds = grpc.ssl_channel_credentials(
         root_certificates=Path(cfg.ca).read_bytes(), private_key=Path(cfg.key).read_bytes(),
         certificate_chain=Path(cfg.cert).read_bytes())
-    name = cfg.server_name or urlsplit(f"//{cfg.server}").hostname or "localhost"
-    return grpc.aio.secure_channel(cfg.server, creds, options=[*options, ("grpc.ssl_target_name_override", name)])
+    name = cfg.server_name or urlsplit(f"//{address}").hostname or "localhost"
+    return grpc.aio.secure_channel(address, creds, options=[*options, ("grpc.ssl_target_name_override", name)])
 
 
 class Agent:
@@ -64,20 +65,26 @@ class Agent:
 
     async def run_forever(self) -> None:
         backoff = 0.5
+        servers = self.cfg.servers
+        at = 0
         while True:
+            address = servers[at]
             try:
-                await self.run_once()
+                await self.run_once(address)
                 backoff = 0.5
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in FATAL:
                     logger.error("Worker refused this agent: %s %s", exc.code().name, exc.details())
                     raise
-                logger.warning("stream ended: %s %s; reconnecting in %.1fs", exc.code().name, exc.details(), backoff)
+                at = (at + 1) % len(servers)  # another replica next: the Hello tells it what this Gateway runs
+                logger.warning("stream to %s ended: %s %s; connecting to %s in %.1fs", address, exc.code().name,
+                               exc.details(), servers[at], backoff)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # jitter: a fleet must not reconnect in step
-            backoff = min(backoff * 2, self.cfg.backoff_max)
+            if at == 0 or len(servers) == 1:  # back off once every replica has been tried
+                backoff = min(backoff * 2, self.cfg.backoff_max)
 
-    async def run_once(self) -> None:
-        async with channel(self.cfg) as ch:
+    async def run_once(self, address: str | None = None) -> None:
+        async with channel(self.cfg, address) as ch:
             call = pb_grpc.PushServiceStub(ch).Stream()
             await call.write(pb.GatewayMessage(hello=pb.Hello(
                 instance_id=self.cfg.instance_id, group=self.cfg.group, agent_version=__version__,

@@ -3,7 +3,7 @@
 Example (``gateway-agent --config /etc/gateway-agent.yaml``), for a Gateway reading its certificate cache
 directory plus a plain nginx as the data plane::
 
-    server: worker.internal:50051
+    server: worker-1.internal:50051,worker-2.internal:50051  # run_grpc replicas: the next one when a stream ends
     instance_id: edge-1                    # optional: must match the certificate's name if given
     group: default                         # optional: must match the group the certificate was issued for
     ca: /etc/gateway-agent/ca.crt          # from `manage.py issue_gateway_cert edge-1 --out DIR`
@@ -38,7 +38,7 @@ import yaml
 
 @dataclass
 class AgentConfig:
-    server: str = "127.0.0.1:50051"
+    server: str = "127.0.0.1:50051"   # one address, or several (comma-separated): run_grpc replicas, tried in turn
     instance_id: str = ""               # empty: the name its client certificate was issued to
     group: str = ""                    # empty: the credential's group (the Worker decides; a mismatch is refused)
     ca: str = ""                       # the Worker's CA (ca.crt from issue_gateway_cert)
@@ -71,6 +71,11 @@ class AgentConfig:
     log_poll_seconds: float = 0.5
     log_ack_timeout: float = 30.0      # no LogAck by then: the batch is resent (the Worker never stores it twice)
 
+    @property
+    def servers(self) -> list[str]:
+        """The Worker's addresses; after a stream ends the agent reconnects to the next one (replica failover)."""
+        return [s.strip() for s in self.server.split(",") if s.strip()]
+
     @classmethod
     def load(cls, path: str | None, overrides: dict[str, Any]) -> AgentConfig:
         data: dict[str, Any] = {}
@@ -87,7 +92,12 @@ class AgentConfig:
         for name in ("check_command", "reload_command"):
             if isinstance(data.get(name), str):
                 data[name] = shlex.split(data[name])
-        return cls(**data)
+        if isinstance(data.get("server"), list):  # YAML: a list of replicas
+            data["server"] = ",".join(str(s) for s in data["server"])
+        cfg = cls(**data)
+        if not cfg.servers:
+            raise ValueError("server: no Worker address given")
+        return cfg
 
 
 def parser() -> argparse.ArgumentParser:

@@ -148,3 +148,37 @@ def test_replica_killed_mid_fan_out_its_gateways_reconverge_on_the_other(state, 
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_real_agent_given_both_replicas_fails_over_when_its_replica_dies(state, tmp_path: Path) -> None:
+    from tests.push_support import AgentProcess, agent_settings, wait_until
+
+    pki = Pki.create(tmp_path / "pki")
+    for rtype in DEFAULT_STATE:
+        publish_desired_state(rtype)
+    env = {"PUSH_RECONCILE_SECONDS": "30"}
+    a, b = GrpcProcess(pki, env).start(), GrpcProcess(pki, env).start()
+    settings = agent_settings(tmp_path / "edge", pki, a.port, "edge-replicas", "default",
+                              server=f"127.0.0.1:{a.port}, 127.0.0.1:{b.port}")
+    agent = AgentProcess(tmp_path / "edge", settings).start()
+    rules = Path(settings["rules_file"])
+    try:
+        state[("waf_rules", "default")] = {"name": "waf-rules.yaml", "content": "rules: [before]\n"}
+        first = publish_desired_state("waf_rules")[0]
+        wait_until(lambda: agent.known().get("waf_rules") == first.pk, timeout=20, message="v1 through replica A")
+        assert rules.read_text() == "rules: [before]\n"
+        (row,) = GatewayInstance.objects.filter(instance_id="edge-replicas").values_list("replica", flat=True)
+        assert f":{a.proc.pid}:" in row, "the first address is tried first"
+
+        a.proc.kill()
+        state[("waf_rules", "default")] = {"name": "waf-rules.yaml", "content": "rules: [after]\n"}
+        second = publish_desired_state("waf_rules")[0]
+        wait_until(lambda: agent.known().get("waf_rules") == second.pk, timeout=20, message="v2 through replica B")
+        assert rules.read_text() == "rules: [after]\n"
+        assert wait_for_acks([second], timeout=10).ok
+        (row,) = GatewayInstance.objects.filter(instance_id="edge-replicas").values_list("replica", flat=True)
+        assert f":{b.proc.pid}:" in row
+    finally:
+        agent.stop()
+        a.stop()
+        b.stop()
