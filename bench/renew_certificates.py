@@ -172,6 +172,10 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             "gateway-agent (+ its nginx -t / -s reload)": lambda: [agent_pid],
             **shared,
         }, database=database).start()
+        profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: a py-spy profile (collapsed stacks) of each worker
+            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "50", "-p", str(w.pid),
+             "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"worker{n}.txt")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) for n, w in enumerate(workers)] if os.environ.get("BENCH_PYSPY") else []
         start = time.perf_counter()
         for pk in ids:
             renew_certificate.delay(pk)
@@ -197,6 +201,9 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             time.sleep(0.05)
         served_at = time.perf_counter() - start
         meter.stop()
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         served = len(ids) - len(expected)
         failed_orders = AcmeOrder.objects.filter(certificate_id__in=ids, status="failed").count()
         return {

@@ -13,7 +13,7 @@ from audit import approvals  # noqa: F401 - re-exported: certificate approvals u
 from audit import services as audit
 from audit.models import ApprovalRequest  # noqa: F401 - re-exported with approvals
 from gateways.models import GatewayGroup, ResourceVersion
-from gateways.services import publish_desired_state, register_resource, request_publish
+from gateways.services import publish_coalesced, publish_desired_state, register_resource, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks
 from integrations import services as integrations
 from integrations.services import Severity
@@ -45,6 +45,12 @@ def register_builder(resource_type: str, build: Callable[[Any], dict[str, Any]])
 def publish(resource_type: str, group: Any = None, actor: str = "automation") -> list[ResourceVersion]:
     """Publish the desired state of ``resource_type`` for ``group`` (None: every group). Returns versions."""
     return list(publish_desired_state(resource_type, group=group, actor=actor))
+
+
+def publish_shared(resource_type: str, group: Any) -> list[ResourceVersion]:
+    """Publish ``group``'s state, folded with concurrent callers in this process; returns once a version holding
+    the caller's committed rows is stored (call it outside a transaction)."""
+    return publish_coalesced(resource_type, group)
 
 
 def publish_on_commit(resource_type: str, group: Any = None) -> None:
