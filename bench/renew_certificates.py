@@ -172,10 +172,11 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             "gateway-agent (+ its nginx -t / -s reload)": lambda: [agent_pid],
             **shared,
         }, database=database).start()
-        profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: a py-spy profile (collapsed stacks) of each worker
-            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "50", "-p", str(w.pid),
-             "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"worker{n}.txt")], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL) for n, w in enumerate(workers)] if os.environ.get("BENCH_PYSPY") else []
+        targets = [*((f"worker{n}", w.pid) for n, w in enumerate(workers)), ("agent", agent_pid), ("run_grpc", grpc.pid)]
+        profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: py-spy profiles (collapsed stacks) of our processes
+            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "50", "-p", str(pid),
+             "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"{name}.txt")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) for name, pid in targets] if os.environ.get("BENCH_PYSPY") else []
         start = time.perf_counter()
         for pk in ids:
             renew_certificate.delay(pk)
@@ -259,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     redis.Redis.from_url(redis_url).flushdb()
     results: dict[str, object] = {}
     tables: list[str] = []
+    keep = os.environ.get("BENCH_KEEP_DIR")  # keep the logs (agent, run_grpc, celery, nginx) of the run there
     with tempfile.TemporaryDirectory(prefix="gw-bench-renew-") as tmp:
-        work = Path(tmp)
+        work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         with running_bind(work / "bind") as bind, \
                 running_pebble(work / "pebble", bind.address, gated=False) as pebble:
             nginx = NginxServer(root=work / "nginx", http_port=pebble.http_port, https_port=free_port(),

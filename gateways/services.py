@@ -139,8 +139,12 @@ class _Coalescer:
         self._requested: dict[tuple[str, int | None], int] = {}
         self._published: dict[tuple[str, int | None], int] = {}
         self._running: set[tuple[str, int | None]] = set()
+        self._last_start: dict[tuple[str, int | None], float] = {}
 
-    def request(self, key: tuple[str, int | None], publish: Callable[[], object], wait: bool = False) -> None:
+    def request(self, key: tuple[str, int | None], publish: Callable[[], object], wait: bool = False,
+                min_interval: float = 0.0) -> None:
+        """``min_interval``: the runner starts publishes of this key at most that often (the requests arriving
+        meanwhile fold into the next one); for big states rebuilt by a stream of small changes."""
         with self._cond:
             generation = self._requested[key] = self._requested.get(key, 0) + 1
             while True:
@@ -160,6 +164,12 @@ class _Coalescer:
                         self._running.discard(key)
                         self._cond.notify_all()
                         return
+                pause = self._last_start.get(key, float("-inf")) + min_interval - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                    with self._cond:
+                        target = self._requested[key]
+                self._last_start[key] = time.monotonic()
                 publish()
                 with self._cond:
                     self._published[key] = max(self._published.get(key, 0), target)
@@ -174,13 +184,15 @@ class _Coalescer:
 _coalescer = _Coalescer()
 
 
-def request_publish(resource_type: str, group: GatewayGroup | None = None, actor: str = "automation") -> None:
+def request_publish(resource_type: str, group: GatewayGroup | None = None, actor: str = "automation",
+                    min_interval: float = 0.0) -> None:
     """Publish soon, folded together with concurrent requests in this process (200 certificates issued at once
     become a few ``certificates`` versions, not 200 rebuilds of the whole set). Call it after your commit;
-    it returns when this thread's part is done, without the version (use publish_coalesced to wait on one)."""
+    it returns when this thread's part is done, without the version (use publish_coalesced to wait on one).
+    ``min_interval``: publishes of this type and group start at most that often while requests keep coming."""
     check_type(resource_type)
     _coalescer.request((resource_type, group.pk if group is not None else None),
-                       lambda: publish_desired_state(resource_type, group, actor=actor))
+                       lambda: publish_desired_state(resource_type, group, actor=actor), min_interval=min_interval)
 
 
 def publish_coalesced(resource_type: str, group: GatewayGroup | None = None,

@@ -53,10 +53,11 @@ def publish_shared(resource_type: str, group: Any) -> list[ResourceVersion]:
     return publish_coalesced(resource_type, group)
 
 
-def publish_on_commit(resource_type: str, group: Any = None) -> None:
+def publish_on_commit(resource_type: str, group: Any = None, min_interval: float = 0.0) -> None:
     """Publish once the current transaction commits (the push plane reads committed rows), coalesced with
-    concurrent requests so a burst of renewals rebuilds the certificate set a few times, not once each."""
-    transaction.on_commit(lambda: request_publish(resource_type, group))
+    concurrent requests so a burst of renewals rebuilds the certificate set a few times, not once each;
+    ``min_interval`` spaces those rebuilds (see ``gateways.services.request_publish``)."""
+    transaction.on_commit(lambda: request_publish(resource_type, group, min_interval=min_interval))
 
 
 def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool, str]:
