@@ -174,12 +174,13 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
         }, database=database).start()
         targets = [*((f"worker{n}", w.pid) for n, w in enumerate(workers)), ("agent", agent_pid), ("run_grpc", grpc.pid)]
         profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: py-spy profiles (collapsed stacks) of our processes
-            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "50", "-p", str(pid),
+            ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "100", "-p", str(pid),
              "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"{name}.txt")], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL) for name, pid in targets] if os.environ.get("BENCH_PYSPY") else []
         start = time.perf_counter()
         for pk in ids:
             renew_certificate.delay(pk)
+        _progress(f"{len(ids)} renewals enqueued in {time.perf_counter() - start:.2f}s")
         while Certificate.objects.filter(pk__in=ids, current_version__source="acme").count() < len(ids):
             if time.perf_counter() - start > args.timeout:
                 break
