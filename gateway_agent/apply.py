@@ -88,11 +88,13 @@ class Applier:
         tx = Transaction(durable=kind not in NO_RELOAD_TYPES)
         reloading = False
         self._to_confirm: dict[str, str] = {}
+        self._include_unchanged = False
         try:
             getattr(self, f"_apply_{kind}")(resource, tx)
             tx.sync()
             if tx.changed and kind not in NO_RELOAD_TYPES:
-                self._run("check", self.cfg.check_command)
+                if not self._check_is_redundant():
+                    self._run("check", self.cfg.check_command)
                 reloading = True
                 self._run("reload", self.cfg.reload_command)
                 self._confirm_served()
@@ -106,6 +108,15 @@ class Applier:
             if isinstance(exc, ApplyError):
                 raise
             raise ApplyError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _check_is_redundant(self) -> bool:
+        """A renewal that only rewrote certificate and key files, under the same rendered nginx include, does not
+        need ``check_command``: every pair was parsed and matched here (``validate_certificate``), the
+        configuration nginx parses is the one it already runs, and ``nginx -s reload`` parses it again anyway. If
+        nginx still refuses the new files, its master keeps the old generation, the served check after the reload
+        sees the old serial, and the change is rolled back and NACKed. Only with that served check configured."""
+        return (self._include_unchanged and bool(self._to_confirm) and self.cfg.confirm_served
+                and bool(self.cfg.reload_command))
 
     def _confirm_served(self) -> None:
         if not (self._to_confirm and self.cfg.confirm_served and self.cfg.reload_command):
@@ -195,7 +206,7 @@ class Applier:
             for p in full_dir.iterdir():
                 if p.name.endswith(".fullchain.crt") and p.name not in keep:
                     tx.delete(p)
-        tx.write(include, "".join(blocks).encode())
+        self._include_unchanged = not tx.write(include, "".join(blocks).encode())
 
     def _apply_acme_challenges(self, res: pb.ChallengeSet, tx: Transaction) -> None:
         d = self._dir(self.cfg.challenge_dir, "challenge_dir")

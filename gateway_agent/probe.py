@@ -24,14 +24,23 @@ def listen_target(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _probe_context() -> ssl.SSLContext:
+    # no trust store: we compare serials, trust is not the question here (loading the system CAs for every
+    # handshake was most of a probe's CPU)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_CONTEXT = _probe_context()
+
+
 def presented_serial(host: str, port: int, server_name: str, timeout: float = 2.0) -> str | None:
     """Lowercase hex serial of the leaf nginx presents for ``server_name``, or None if no handshake."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # we compare serials; trust is not the question here
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                _CONTEXT.wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError):
         return None

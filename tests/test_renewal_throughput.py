@@ -1,6 +1,6 @@
 """What makes 200 renewals cheap (issue 18) without making one less safe: publishes folded across concurrent
-orders, one ACME client per account per worker thread, and an agent that does not validate an unchanged
-certificate entry again."""
+orders, one ACME client per account per worker thread, and an agent that skips ``nginx -t`` only when a change
+rewrote certificate files under the same rendered configuration."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway_agent.apply import Applier, ApplyError
 from gateway_agent.config import AgentConfig
 from gateways.services import _Coalescer
 from tests.certificates_support import make_account
+from tests.peers.nginx import NginxServer
 from tests.push_support import cert_entry
 from tests.test_agent_apply import update
 
@@ -117,15 +118,41 @@ def test_one_acme_client_per_account_and_thread_until_the_account_changes(pebble
     assert AcmeClient.reuse(account) is not again
 
 
-def test_an_entry_validated_before_is_skipped_but_a_changed_one_is_validated_again(tmp_path: Path) -> None:
-    cfg = AgentConfig(state_dir=str(tmp_path / "s"), cert_dir=str(tmp_path / "certs"))
-    applier = Applier(cfg)  # one applier across changes, as the agent keeps it
+def counting(command: list[str], counter: Path) -> list[str]:
+    """``command``, appending a line to ``counter`` each time it runs."""
+    return ["sh", "-c", f'echo run >> "{counter}" && exec "$@"', "sh", *command]
+
+
+def runs(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+@pytest.mark.slow
+def test_nginx_t_runs_when_the_include_changes_and_not_for_a_renewal_under_the_same_one(
+        nginx: NginxServer, tmp_path: Path) -> None:
+    checks = tmp_path / "checks"
+    cfg = AgentConfig(state_dir=str(tmp_path / "s"), cert_dir=str(tmp_path / "certs"),
+                      challenge_dir=str(nginx.challenge_dir), nginx_include=str(nginx.tls_include),
+                      nginx_listen=nginx.https_listen, check_command=counting(nginx.check_command, checks),
+                      reload_command=nginx.reload_command, command_timeout=10)
+    applier = Applier(cfg)
     a, _ = cert_entry(["a.example.test"])
+    applier.apply(update("certificates", {"certificates": [a]}, 1))
+    assert runs(checks) == 1  # new server block: checked
+    renewed, _ = cert_entry(["a.example.test"])
+    applier.apply(update("certificates", {"certificates": [renewed]}, 2))
+    assert runs(checks) == 1  # same include, new files: the reload and the served check decide
     b, _ = cert_entry(["b.example.test"])
-    applier.apply(update("certificates", {"certificates": [a, b]}, 1))
-    bad = {**b, "key_pem": cert_entry(["b.example.test"])[0]["key_pem"]}  # same names, another key
+    applier.apply(update("certificates", {"certificates": [renewed, b]}, 3))
+    assert runs(checks) == 2  # the include changed: checked again
+
+    # an entry validated before is skipped, but a changed one is validated again (same applier)
+    bad, _ = cert_entry(["b.example.test"])
+    bad["key_pem"] = cert_entry(["b.example.test"])[0]["key_pem"]
     with pytest.raises(ApplyError, match="private key does not match"):
-        applier.apply(update("certificates", {"certificates": [a, bad]}, 2))
-    renewed, pem = cert_entry(["b.example.test"])
-    applier.apply(update("certificates", {"certificates": [a, renewed]}, 3))
-    assert (tmp_path / "certs" / "b.example.test.crt").read_text() == pem
+        applier.apply(update("certificates", {"certificates": [renewed, bad]}, 4))
+
+    cfg.confirm_served = False  # without the served check nothing guards a skipped check: always checked
+    again, _ = cert_entry(["a.example.test"])
+    applier.apply(update("certificates", {"certificates": [again, b]}, 5))
+    assert runs(checks) == 3
