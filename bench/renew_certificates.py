@@ -172,7 +172,8 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             "gateway-agent (+ its nginx -t / -s reload)": lambda: [agent_pid],
             **shared,
         }, database=database).start()
-        targets = [*((f"worker{n}", w.pid) for n, w in enumerate(workers)), ("agent", agent_pid), ("run_grpc", grpc.pid)]
+        targets = [*((f"worker{n}", w.pid) for n, w in enumerate(workers)), ("agent", agent_pid),
+                   ("run_grpc", grpc.pid)]
         profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: py-spy profiles (collapsed stacks) of our processes
             ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "100", "-p", str(pid),
              "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"{name}.txt")], stdout=subprocess.DEVNULL,
