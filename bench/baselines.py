@@ -2,7 +2,8 @@
 webroot) the way users run the usual tools:
 
 * certbot: one ``certbot certonly --webroot`` per certificate, sequential (its own config/work/logs dirs);
-* lego: ``lego … --http --http.webroot … run`` per certificate, 8 processes at a time.
+* lego: ``lego … --http --http.webroot … run`` per certificate, N processes at a time (8 or 64 in the renewal
+  benchmark), each slot its own account.
 
 Both write challenge files into ``<webroot>/.well-known/acme-challenge/``; :func:`make_webroot` builds a webroot
 whose ``.well-known/acme-challenge`` is the directory nginx serves (``NginxServer.challenge_dir``).
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,10 @@ from queue import Queue
 CERTBOT = shutil.which("certbot") or "/usr/bin/certbot"
 LEGO = shutil.which("lego") or "/usr/bin/lego"
 EMAIL = "bench@example.test"
+# lego answers the challenge, then asks for the authorization again at once and, if not yet valid, backs off (its
+# first sleep lasts seconds). A validation seen within INSTANT seconds of "Trying to solve" was
+# valid at that first look; later ones waited in the backoff.
+INSTANT = 0.5
 
 
 @dataclass
@@ -40,6 +46,18 @@ class BaselineResult:
     total_seconds: float
     per_certificate_seconds: list[float] = field(default_factory=list)  # each tool run, wall time
     failures: list[str] = field(default_factory=list)
+    # lego: seconds from "Trying to solve HTTP-01" to "The server validated our request" on its log, per run
+    validation_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def validations_instant(self) -> int:
+        """Validations lego saw done at its first look (under INSTANT seconds after it answered)."""
+        return sum(1 for s in self.validation_seconds if s < INSTANT)
+
+    @property
+    def validations_waited(self) -> int:
+        """Validations lego found only after sleeping in its backoff (INSTANT seconds or more)."""
+        return sum(1 for s in self.validation_seconds if s >= INSTANT)
 
     @property
     def seconds_per_certificate(self) -> float:
@@ -56,6 +74,13 @@ class BaselineResult:
         data["certificates_per_second"] = round(self.certificates_per_second, 3)
         data["total_seconds"] = round(self.total_seconds, 3)
         data["per_certificate_seconds"] = [round(s, 3) for s in self.per_certificate_seconds]
+        waits = sorted(self.validation_seconds)
+        data["validation_seconds"] = [round(s, 3) for s in self.validation_seconds]
+        if waits:
+            data["validations_instant"] = self.validations_instant
+            data["validations_waited"] = self.validations_waited
+            data["validation_seconds_median"] = round(waits[len(waits) // 2], 3)
+            data["validation_seconds_max"] = round(waits[-1], 3)
         return data
 
 
@@ -100,34 +125,65 @@ def run_certbot(domains: Sequence[str], directory_url: str, ca_bundle: str, chal
     return result
 
 
+def _run_lego(argv: list[str], env: dict[str, str], timeout: float) -> tuple[float, str, float | None]:
+    """One lego run, its log read as it is written (lego logs to stderr, to the second): wall time, error, and
+    the seconds between "Trying to solve HTTP-01" and "The server validated our request" by this clock."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    tail: list[str] = []
+    solving: float | None = None
+    validated: float | None = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            now = time.perf_counter()
+            if "Trying to solve HTTP-01" in line and solving is None:
+                solving = now
+            elif "The server validated our request" in line and validated is None:
+                validated = now
+            tail = (tail + [line])[-20:]
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - start
+    error = "" if returncode == 0 else "".join(tail)[-800:]
+    wait = validated - solving if solving is not None and validated is not None else None
+    return elapsed, error, wait
+
+
 def run_lego_parallel(domains: Sequence[str], directory_url: str, ca_bundle: str, challenge_dir: Path,
                       workdir: Path, parallel: int = 8, timeout: float = 120) -> BaselineResult:
-    """``lego run`` per domain, ``parallel`` processes at a time; each slot has its own ``--path`` (account), so
-    concurrent runs never race on one account file."""
+    """``lego run`` per domain, ``parallel`` processes at a time; each slot has its own ``--path`` and e-mail (its
+    own account, registered by the slot's first run), so concurrent runs never share an account."""
     workdir.mkdir(parents=True, exist_ok=True)
     webroot = make_webroot(challenge_dir, workdir)
     env = {**os.environ, "LEGO_CA_CERTIFICATES": ca_bundle}
-    slots: Queue[Path] = Queue()
+    slots: Queue[int] = Queue()
     for i in range(parallel):
-        slots.put(workdir / "lego" / f"slot-{i}")
+        slots.put(i)
     result = BaselineResult(f"lego-{parallel}-parallel", len(domains), 0, 0.0)
 
-    def one(domain: str) -> tuple[str, float, str]:
-        path = slots.get()
+    def one(domain: str) -> tuple[str, float, str, float | None]:
+        slot = slots.get()
+        path = workdir / "lego" / f"slot-{slot}"
         try:
-            argv = [LEGO, "--server", directory_url, "--email", EMAIL, "--accept-tos", "--http",
-                    "--http.webroot", str(webroot), "--domains", domain, "--path", str(path), "run"]
-            elapsed, error = _run(argv, env, timeout)
+            argv = [LEGO, "--server", directory_url, "--email", f"slot-{slot}@example.test", "--accept-tos",
+                    "--http", "--http.webroot", str(webroot), "--domains", domain, "--path", str(path), "run"]
+            elapsed, error, wait = _run_lego(argv, env, timeout)
             if not error and not (path / "certificates" / f"{domain}.crt").exists():
                 error = "no certificate written"
-            return domain, elapsed, error
+            return domain, elapsed, error, wait
         finally:
-            slots.put(path)
+            slots.put(slot)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        for domain, elapsed, error in pool.map(one, domains):
+        for domain, elapsed, error, wait in pool.map(one, domains):
             result.per_certificate_seconds.append(elapsed)
+            if wait is not None:
+                result.validation_seconds.append(wait)
             if error:
                 result.failures.append(f"{domain}: {error}")
             else:

@@ -7,10 +7,18 @@ certificate; each order's HTTP-01 tokens go through ``publish_desired_state("acm
 PEBBLE_AUTHZREUSE=0). The clock stops when every certificate has its new version, the agent has ACKed the
 certificates state that holds all of them, and a TLS handshake per name shows nginx serving the new serial.
 
-Baselines (bench/baselines.py): certbot one ``certonly --webroot`` per certificate, lego 8 at a time.
+Baselines (bench/baselines.py), chosen with ``--baselines``: certbot one ``certonly --webroot`` per certificate,
+lego 8 and lego 64 at a time (each slot its own account); lego's validations are counted as instant (valid when
+it first looked) or waited (found after a backoff sleep). The headline ratio is ours against the fastest
+baseline of the run.
+
+CPU: for ours and for every baseline, CPU-seconds per process role over its own window, from /proc
+(bench/cpu.py): the worker, run_grpc, the agent with its ``nginx -t``/``nginx -s reload`` children, nginx
+(master, workers, reaped old workers), the PostgreSQL backends of the bench database, Pebble, BIND, and each
+baseline's tool processes; plus this process and the whole machine (the machine is shared: everyone's load).
 
     python bench/renew_certificates.py [--count 200] [--concurrency 32] [--processes 1] [--baseline-count N]
-                                       [--skip-baselines]
+                                       [--baselines certbot lego8 lego64 | none] [--cpu-tables FILE]
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._db import recreate_database  # noqa: E402  (after the path is set)
+from bench.cpu import CpuMeter  # noqa: E402
+
+BASELINES = ("certbot", "lego8", "lego64")
 
 DEFAULT_DB = "postgres://postgres:postgres@127.0.0.1:5432/gw_bench_renew"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
@@ -90,7 +102,8 @@ def _old_versions(certs: list, days_left: int = 20) -> None:  # type: ignore[typ
                                                       state="valid", renew_after=now - dt.timedelta(minutes=1))
 
 
-def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str, str]) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str, str],  # type: ignore[no-untyped-def]
+             shared: dict[str, Callable[[], list[int]]], database: str) -> tuple[dict, CpuMeter]:  # type: ignore[type-arg]
     from cryptography import x509 as cx509
 
     from certificates.acme_client import generate_account_key
@@ -151,9 +164,24 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
 
         _progress("celery worker ready; renewing")
         ids = [c.pk for c in certs]
+        assert agent.proc is not None
+        agent_pid = agent.proc.pid
+        meter = CpuMeter({
+            "celery worker (certificates)": lambda: [w.pid for w in workers],
+            "run_grpc": lambda: [grpc.pid],
+            "gateway-agent (+ its nginx -t / -s reload)": lambda: [agent_pid],
+            **shared,
+        }, database=database).start()
+        targets = [*((f"worker{n}", w.pid) for n, w in enumerate(workers)), ("agent", agent_pid),
+                   ("run_grpc", grpc.pid)]
+        profilers = [subprocess.Popen(  # BENCH_PYSPY=DIR: py-spy profiles (collapsed stacks) of our processes
+            ["py-spy", "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "100", "-p", str(pid),
+             "-o", str(Path(os.environ["BENCH_PYSPY"]) / f"{name}.txt")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) for name, pid in targets] if os.environ.get("BENCH_PYSPY") else []
         start = time.perf_counter()
         for pk in ids:
             renew_certificate.delay(pk)
+        _progress(f"{len(ids)} renewals enqueued in {time.perf_counter() - start:.2f}s")
         while Certificate.objects.filter(pk__in=ids, current_version__source="acme").count() < len(ids):
             if time.perf_counter() - start > args.timeout:
                 break
@@ -175,6 +203,10 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
                 break
             time.sleep(0.05)
         served_at = time.perf_counter() - start
+        meter.stop()
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         served = len(ids) - len(expected)
         failed_orders = AcmeOrder.objects.filter(certificate_id__in=ids, status="failed").count()
         return {
@@ -184,7 +216,9 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             "seconds_to_all_issued": round(issued_at, 3), "seconds_to_acked": round(acked_at, 3),
             "total_seconds": round(served_at, 3), "seconds_per_certificate": round(served_at / max(1, served), 4),
             "certificates_per_second": round(served / served_at, 2),
-        }
+            "cpu_seconds": {role: round(v, 2) for role, v in meter.result.items()},
+            "load_average_at_end": [round(v, 2) for v in meter.load_average],
+        }, meter
     finally:
         for worker in workers:
             _stop(worker)
@@ -198,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker process")
     parser.add_argument("--processes", type=int, default=1, help="certificates worker processes")
     parser.add_argument("--baseline-count", type=int, default=None, help="default: --count")
-    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--baselines", nargs="+", choices=[*BASELINES, "none"], default=list(BASELINES),
+                        help="baselines to run after ours, in this order (default: all; certbot takes ~3 s each)")
+    parser.add_argument("--skip-baselines", action="store_true", help="same as --baselines none")
+    parser.add_argument("--cpu-tables", type=Path, default=None, help="also append the CPU tables to this file")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args(argv)
     # a SIGTERM (e.g. from `timeout`) unwinds through the finally blocks, so no child outlives the run
@@ -224,34 +261,62 @@ def main(argv: list[str] | None = None) -> int:
     call_command("migrate", verbosity=0)
     redis.Redis.from_url(redis_url).flushdb()
     results: dict[str, object] = {}
+    tables: list[str] = []
+    keep = os.environ.get("BENCH_KEEP_DIR")  # keep the logs (agent, run_grpc, celery, nginx) of the run there
     with tempfile.TemporaryDirectory(prefix="gw-bench-renew-") as tmp:
-        work = Path(tmp)
+        work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         with running_bind(work / "bind") as bind, \
                 running_pebble(work / "pebble", bind.address, gated=False) as pebble:
             nginx = NginxServer(root=work / "nginx", http_port=pebble.http_port, https_port=free_port(),
                                 challenge_dir=work / "nginx" / "acme-challenge",
                                 tls_include=work / "nginx" / "conf.d" / "gateway-tls.conf")
             nginx.start()
+            shared: dict[str, Callable[[], list[int]]] = {
+                "nginx (master, workers, old workers)": lambda: [nginx.proc.pid],  # type: ignore[union-attr]
+                "pebble": lambda: [pebble.process.pid],  # type: ignore[union-attr]
+                "BIND (Pebble's DNS)": lambda: [bind.process.pid],  # type: ignore[union-attr]
+            }
             try:
-                ours = run_ours(args, work, pebble, nginx, env)
+                ours, meter = run_ours(args, work, pebble, nginx, env, shared, db_url.rsplit("/", 1)[1])
                 results["ours"] = ours
+                tables.append(meter.table(f"ours, {ours['tool']}", int(ours["served_by_nginx"])))
                 print(json.dumps(ours), flush=True)
-                if not args.skip_baselines:
-                    n = args.baseline_count or args.count
-                    lego = run_lego_parallel(bench_domains(n, bind.zone, "lego"), pebble.directory_url,
-                                             pebble.ca_bundle, nginx.challenge_dir, work / "lego-run", parallel=8)
-                    results["lego"] = lego.summary() | {"per_certificate_seconds": None}
-                    print(json.dumps(results["lego"]), flush=True)
-                    certbot = run_certbot(bench_domains(n, bind.zone, "certbot"), pebble.directory_url,
-                                          pebble.ca_bundle, nginx.challenge_dir, work / "certbot-run")
-                    results["certbot"] = certbot.summary() | {"per_certificate_seconds": None}
-                    print(json.dumps(results["certbot"]), flush=True)
-                    ours_spc = float(ours["seconds_per_certificate"])  # type: ignore[arg-type]
-                    results["speedup_vs_certbot"] = round(certbot.seconds_per_certificate / ours_spc, 1)
-                    results["speedup_vs_lego_8_parallel"] = round(lego.seconds_per_certificate / ours_spc, 1)
+                n = args.baseline_count or args.count
+                for name in [] if args.skip_baselines else [b for b in args.baselines if b != "none"]:
+                    meter = CpuMeter({**shared}, children_role=f"{name} processes").start()
+                    if name == "certbot":
+                        result = run_certbot(bench_domains(n, bind.zone, "certbot"), pebble.directory_url,
+                                             pebble.ca_bundle, nginx.challenge_dir, work / "certbot-run")
+                    else:
+                        parallel = int(name.removeprefix("lego"))
+                        result = run_lego_parallel(bench_domains(n, bind.zone, name), pebble.directory_url,
+                                                   pebble.ca_bundle, nginx.challenge_dir, work / f"{name}-run",
+                                                   parallel=parallel)
+                    meter.stop()
+                    tables.append(meter.table(result.tool, result.issued))
+                    summary = result.summary() | {"per_certificate_seconds": None, "validation_seconds": None,
+                                                  "cpu_seconds": {r: round(v, 2) for r, v in meter.result.items()},
+                                                  "load_average_at_end": [round(v, 2) for v in meter.load_average]}
+                    results[name] = summary
+                    print(json.dumps(summary), flush=True)
+                ours_spc = float(ours["seconds_per_certificate"])
+                ratios = {name: round(float(r["seconds_per_certificate"]) / ours_spc, 2)  # type: ignore[index]
+                          for name, r in results.items() if name in BASELINES}
+                results["ours_speedup_vs"] = ratios
+                if ratios:
+                    best = min(ratios, key=lambda k: ratios[k])
+                    results["headline"] = (f"ours {ours_spc:.4f} s/cert vs the best baseline of the run, {best} "
+                                           f"{results[best]['seconds_per_certificate']} s/cert: "  # type: ignore[index]
+                                           f"{ratios[best]}x ({'ours ahead' if ratios[best] > 1 else 'ours behind'})")
             finally:
                 nginx.stop()
     print(json.dumps(results, indent=2))
+    text = "\n\n".join(tables)
+    print("\n" + text, flush=True)
+    if args.cpu_tables:
+        with args.cpu_tables.open("a") as fh:
+            fh.write(f"## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC {' '.join(sys.argv)}\n\n{text}\n\n")
     ok = results["ours"]["issued"] == args.count and results["ours"]["acked"]  # type: ignore[index]
     return 0 if ok else 1
 

@@ -9,7 +9,9 @@ polling without fixed sleeps (short, growing intervals that honour ``Retry-After
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -197,6 +199,21 @@ def _call(net: _Network, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:
         raise AcmeError(f"{what}: {exc.__class__.__name__}: {exc}", error_type=LocalError.CLIENT) from exc
 
 
+# Clients kept per thread for ``AcmeClient.reuse``: a worker thread renewing one certificate after another keeps its
+# directory, its HTTPS connection to the CA and its spare nonces instead of starting over for each order.
+_kept = threading.local()
+# How long a kept client trusts its copy of the directory (a CA may change its endpoints, terms or profiles).
+DIRECTORY_REFRESH_SECONDS = 600.0
+
+
+def _account_fingerprint(account: AcmeAccount) -> str:
+    """What a kept client was made from: any change to the account's CA, key, registration or trust makes a new
+    client."""
+    text = "\0".join([account.directory_url, account.key_pem or "", account.account_url or "",
+                      str(trust_for(account))])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class AcmeClient:
     """One account at one directory. Not thread-safe (nonce pool): use one per order/thread.
 
@@ -229,6 +246,30 @@ class AcmeClient:
             account.ari_offered = client.has_ari
             AcmeAccount.objects.filter(pk=account.pk).update(ari_offered=client.has_ari)
         return client
+
+    @classmethod
+    def reuse(cls, account: AcmeAccount) -> AcmeClient:
+        """This thread's client for ``account``, made by ``connect`` the first time and again when the account's
+        CA, key or trust changed or the directory is older than DIRECTORY_REFRESH_SECONDS. Call ``forget`` after
+        an error, so the next order starts from a fresh connection and directory."""
+        kept: dict[int, tuple[str, float, AcmeClient]] = _kept.__dict__.setdefault("clients", {})
+        fingerprint = _account_fingerprint(account)
+        entry = kept.get(account.pk)
+        if entry is not None and entry[0] == fingerprint and time.monotonic() - entry[1] < DIRECTORY_REFRESH_SECONDS:
+            client = entry[2]
+            client.account = account
+            return client
+        client = cls.connect(account)
+        kept[account.pk] = (fingerprint, time.monotonic(), client)
+        return client
+
+    @classmethod
+    def forget(cls, account: AcmeAccount) -> None:
+        """Drop this thread's kept client for ``account`` (its connection is closed)."""
+        kept: dict[int, tuple[str, float, AcmeClient]] = _kept.__dict__.setdefault("clients", {})
+        entry = kept.pop(account.pk, None)
+        if entry is not None:
+            entry[2].net.session.close()
 
     # ---- plumbing -------------------------------------------------------------------------------------
     def _call(self, fn: Any, *args: Any, what: str, **kwargs: Any) -> Any:

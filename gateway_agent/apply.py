@@ -70,14 +70,13 @@ def validate_certificate(c: pb.Certificate) -> None:
             raise ApplyError(f"certificate {c.name!r}: chain_pem is not PEM ({exc})") from None
 
 
-def _leaf_pem(c: pb.Certificate) -> bytes:
-    # the Gateway reads only the first PEM block: the leaf must be first and alone in <domain>.crt
-    return x509.load_pem_x509_certificate(c.cert_pem.encode()).public_bytes(serialization.Encoding.PEM)
-
-
 class Applier:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
+        # certificate entries validated by an earlier apply, by the digest of their PEM fields: the leaf as the
+        # Gateway reads it and its serial. A renewal changes one entry of a set of hundreds: the others are not
+        # parsed and matched again (the same bytes give the same answer).
+        self._checked: dict[bytes, tuple[bytes, str]] = {}
         if cfg.nginx_include and not _LISTEN_RE.match(cfg.nginx_listen):
             raise ValueError(f"nginx_listen {cfg.nginx_listen!r} is not an address")
 
@@ -89,13 +88,17 @@ class Applier:
         checksum = hashlib.sha256(resource.SerializeToString(deterministic=True)).hexdigest()
         if update.checksum and checksum != update.checksum:
             raise ApplyError(f"checksum mismatch for {kind} version {update.version}")
-        tx = Transaction()
+        # challenge tokens live minutes and are pushed again if lost: no fsync on their path to the ACK
+        tx = Transaction(durable=kind not in NO_RELOAD_TYPES)
         reloading = False
         self._to_confirm: dict[str, str] = {}
+        self._include_unchanged = False
         try:
             getattr(self, f"_apply_{kind}")(resource, tx)
+            tx.sync()
             if tx.changed and kind not in NO_RELOAD_TYPES:
-                self._run("check", self.cfg.check_command)
+                if not self._check_is_redundant():
+                    self._run("check", self.cfg.check_command)
                 reloading = True
                 self._run("reload", self.cfg.reload_command)
                 self._confirm_served()
@@ -109,6 +112,15 @@ class Applier:
             if isinstance(exc, ApplyError):
                 raise
             raise ApplyError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _check_is_redundant(self) -> bool:
+        """A renewal that only rewrote certificate and key files, under the same rendered nginx include, does not
+        need ``check_command``: every pair was parsed and matched here (``validate_certificate``), the
+        configuration nginx parses is the one it already runs, and ``nginx -s reload`` parses it again anyway. If
+        nginx still refuses the new files, its master keeps the old generation, the served check after the reload
+        sees the old serial, and the change is rolled back and NACKed. Only with that served check configured."""
+        return (self._include_unchanged and bool(self._to_confirm) and self.cfg.confirm_served
+                and bool(self.cfg.reload_command))
 
     def _confirm_served(self) -> None:
         if not (self._to_confirm and self.cfg.confirm_served and self.cfg.reload_command):
@@ -138,12 +150,24 @@ class Applier:
             raise ApplyError(f"this agent has no {name} configured")
         return Path(value)
 
-    def _apply_certificates(self, res: pb.CertificateSet, tx: Transaction) -> None:
-        for c in res.certificates:
+    def _check(self, c: pb.Certificate) -> tuple[bytes, str]:
+        """Validate ``c`` unless the same entry was validated before; the leaf as the Gateway reads it (first
+        and alone in ``<domain>.crt``) and its serial."""
+        digest = hashlib.sha256("\0".join([*c.domains, c.cert_pem, c.key_pem, c.chain_pem]).encode()).digest()
+        if digest not in self._checked:
             validate_certificate(c)
+            leaf = x509.load_pem_x509_certificate(c.cert_pem.encode())
+            self._checked[digest] = (leaf.public_bytes(serialization.Encoding.PEM), format(leaf.serial_number, "x"))
+        self._now_checked[digest] = self._checked[digest]
+        return self._checked[digest]
+
+    def _apply_certificates(self, res: pb.CertificateSet, tx: Transaction) -> None:
+        self._now_checked: dict[bytes, tuple[bytes, str]] = {}
+        self._leaves = [self._check(c) for c in res.certificates]  # (leaf PEM, serial) per entry
+        self._checked = self._now_checked  # forget entries no longer in the set
         cert_dir = self._dir(self.cfg.cert_dir, "cert_dir")
         keep: set[str] = set()
-        for c in res.certificates:
+        for c, (leaf, _) in zip(res.certificates, self._leaves, strict=True):
             for d in c.domains:
                 keep.update({f"{d}.crt", f"{d}.key", f"{d}.chain.pem"})
                 tx.write(cert_dir / f"{d}.key", c.key_pem.encode(), 0o600)  # key first: the Gateway needs it
@@ -151,7 +175,7 @@ class Applier:
                     tx.write(cert_dir / f"{d}.chain.pem", c.chain_pem.encode())
                 else:
                     tx.delete(cert_dir / f"{d}.chain.pem")
-                tx.write(cert_dir / f"{d}.crt", _leaf_pem(c))
+                tx.write(cert_dir / f"{d}.crt", leaf)
         if cert_dir.exists():
             for p in sorted(cert_dir.iterdir()):
                 if p.is_file() and not p.name.startswith(".") and p.name not in keep \
@@ -165,12 +189,11 @@ class Applier:
         full_dir = include.parent / "gateway-agent-certs"
         blocks = ["# rendered by gateway-agent from the Worker's certificates; do not edit\n"]
         keep = set()
-        for c in res.certificates:
+        for c, (leaf, serial) in zip(res.certificates, self._leaves, strict=True):
             primary = c.domains[0]
             fullchain = full_dir / f"{primary}.fullchain.crt"
             keep.add(fullchain.name)
-            if tx.write(fullchain, _leaf_pem(c) + c.chain_pem.encode()):  # new: confirm nginx serves it
-                serial = format(x509.load_pem_x509_certificate(c.cert_pem.encode()).serial_number, "x")
+            if tx.write(fullchain, leaf + c.chain_pem.encode()):  # new: confirm nginx serves it
                 self._to_confirm[primary] = serial
             blocks.append(
                 f"server {{\n    listen {self.cfg.nginx_listen} ssl;\n    server_name {' '.join(c.domains)};\n"
@@ -187,7 +210,7 @@ class Applier:
             for p in full_dir.iterdir():
                 if p.name.endswith(".fullchain.crt") and p.name not in keep:
                     tx.delete(p)
-        tx.write(include, "".join(blocks).encode())
+        self._include_unchanged = not tx.write(include, "".join(blocks).encode())
 
     def _apply_acme_challenges(self, res: pb.ChallengeSet, tx: Transaction) -> None:
         d = self._dir(self.cfg.challenge_dir, "challenge_dir")

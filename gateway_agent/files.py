@@ -7,21 +7,29 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: readers see old or new, never half."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, sync_data: bool = True,
+                 sync_dir: bool = True) -> None:
+    """Temp file in the same directory, rename: readers see old or new, never half. ``sync_data`` fsyncs the file
+    before the rename and ``sync_dir`` the directory after it, so the new content survives a power loss too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync_data:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -31,8 +39,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 class Transaction:
     """Record each path's previous content before changing it; ``rollback()`` restores all of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = True) -> None:
+        """``durable``: each written file is fsynced, and ``sync()`` fsyncs every touched directory once (a
+        rename is durable only then); not durable: files reach the page cache only (readers see them all the
+        same), for content that is worthless after a power loss anyway."""
         self._before: dict[Path, tuple[bytes | None, int]] = {}
+        self.durable = durable
+        self._dirs: set[Path] = set()
 
     def _remember(self, path: Path) -> None:
         if path not in self._before:
@@ -49,12 +62,22 @@ class Transaction:
                 return False
         except FileNotFoundError:
             pass
-        atomic_write(path, data, mode)
+        atomic_write(path, data, mode, sync_data=self.durable, sync_dir=False)
+        self._dirs.add(path.parent)
         return True
 
     def delete(self, path: Path) -> None:
         self._remember(path)
         path.unlink(missing_ok=True)
+        self._dirs.add(path.parent)
+
+    def sync(self) -> None:
+        """Make the writes and deletes so far durable: one fsync per directory touched (if ``durable``)."""
+        if self.durable:
+            for directory in sorted(self._dirs):
+                if directory.exists():
+                    fsync_dir(directory)
+        self._dirs.clear()
 
     @property
     def changed(self) -> bool:

@@ -24,14 +24,23 @@ def listen_target(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _probe_context() -> ssl.SSLContext:
+    # no trust store: we compare serials, trust is not the question here (loading the system CAs for every
+    # handshake was most of a probe's CPU)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_CONTEXT = _probe_context()
+
+
 def presented_serial(host: str, port: int, server_name: str, timeout: float = 2.0) -> str | None:
     """Lowercase hex serial of the leaf nginx presents for ``server_name``, or None if no handshake."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # we compare serials; trust is not the question here
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                _CONTEXT.wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError):
         return None
@@ -44,27 +53,38 @@ def probe_name(domain: str) -> str:
 
 
 def wait_until_served(expected: dict[str, str], listen: str, timeout: float,
-                      streak: int = 3) -> dict[str, str | None]:
+                      streak: int = 3, settle: float = 0.25) -> dict[str, str | None]:
     """Poll until every ``{domain: serial}`` is presented; returns what is still wrong (empty: all served).
 
-    Right after a reload old and new nginx workers both accept for a moment (the master starts the new ones before
-    it tells the old ones to stop listening), so one good handshake is not enough: ``streak`` in a row are."""
+    Right after a reload old and new nginx workers both accept for a moment: the master starts the new ones, then
+    tells the old ones to stop listening, and an old worker woken by a connection accepts it before it handles
+    that signal — later still when it waits for a CPU on a busy machine, or when reloads follow each other and two
+    old generations are winding down. So one good handshake is not enough: a domain counts as served after
+    ``streak`` good handshakes in a row that span at least ``settle`` seconds (a count alone is met within a few
+    milliseconds by fast handshakes)."""
     host, port = listen_target(listen)
     pending: dict[str, str | None] = dict.fromkeys(expected)
     good = dict.fromkeys(expected, 0)
+    since: dict[str, float] = {}  # first handshake of the current good streak
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         for domain in list(pending):
             got = presented_serial(host, port, probe_name(domain))
-            good[domain] = good[domain] + 1 if got == expected[domain] else 0
-            if good[domain] >= streak:
+            now = time.monotonic()
+            if got == expected[domain]:
+                good[domain] += 1
+                since.setdefault(domain, now)
+            else:
+                good[domain] = 0
+                since.pop(domain, None)
+            if good[domain] >= streak and now - since[domain] >= settle:
                 del pending[domain]
             else:
                 pending[domain] = got
-        if pending and all(good[d] for d in pending):  # only confirming a streak: ask again at once
-            continue
         if not pending or time.monotonic() >= deadline:
             return pending
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        # confirming a streak: ask again soon; otherwise back off
+        time.sleep(0.02 if all(good[d] for d in pending) else delay)
+        if not all(good[d] for d in pending):
+            delay = min(delay * 2, 0.2)

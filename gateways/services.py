@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -66,7 +67,8 @@ from .resources import (
 )
 
 __all__ = [
-    "AckWait", "InvalidResource", "publish_desired_state", "request_publish", "register_resource", "registered_types",
+    "AckWait", "InvalidResource", "publish_desired_state", "publish_coalesced", "request_publish",
+    "register_resource", "registered_types",
     "wait_for_acks", "desired_version", "resync_instances", "create_group", "GroupError", "DEFAULT_GROUP",
     "CredentialError", "Identity", "issue_credential", "register_credential", "revoke_credentials", "move_credential",
     "LogIntake", "register_log_sink", "register_certificate_requester",
@@ -126,46 +128,83 @@ def publish_desired_state(resource_type: str, group: GatewayGroup | None = None,
 class _Coalescer:
     """Concurrent publish requests for one key become as few publishes as possible, none of them lost.
 
-    A requester marks its key dirty (after its own commit) and either becomes the key's runner or leaves it to
-    the runner already at work, which publishes again while the key is dirty: every request is followed by a
-    publish that starts after it, so each committed change is included in some version.
+    Each request takes the next generation of its key. One requester at a time is the key's runner: it publishes
+    while requests are newer than the last publish it started, so every request is followed by a publish that
+    starts after it (each committed change is included in some version). ``wait=True``: return only once such a
+    publish has finished (a runner that fails leaves the key to the next waiter, which publishes itself).
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirty: set[tuple[str, int | None]] = set()
+        self._cond = threading.Condition()
+        self._requested: dict[tuple[str, int | None], int] = {}
+        self._published: dict[tuple[str, int | None], int] = {}
         self._running: set[tuple[str, int | None]] = set()
+        self._last_start: dict[tuple[str, int | None], float] = {}
 
-    def request(self, key: tuple[str, int | None], publish: Callable[[], object]) -> None:
-        with self._lock:
-            self._dirty.add(key)
-            if key in self._running:
-                return
-            self._running.add(key)
+    def request(self, key: tuple[str, int | None], publish: Callable[[], object], wait: bool = False,
+                min_interval: float = 0.0) -> None:
+        """``min_interval``: the runner starts publishes of this key at most that often (the requests arriving
+        meanwhile fold into the next one); for big states rebuilt by a stream of small changes."""
+        with self._cond:
+            generation = self._requested[key] = self._requested.get(key, 0) + 1
+            while True:
+                if self._published.get(key, 0) >= generation:
+                    return
+                if key not in self._running:
+                    self._running.add(key)
+                    break
+                if not wait:
+                    return
+                self._cond.wait()
         try:
             while True:
-                with self._lock:
-                    if key not in self._dirty:
+                with self._cond:
+                    target = self._requested[key]
+                    if self._published.get(key, 0) >= target:
                         self._running.discard(key)
+                        self._cond.notify_all()
                         return
-                    self._dirty.discard(key)
+                pause = self._last_start.get(key, float("-inf")) + min_interval - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                    with self._cond:
+                        target = self._requested[key]
+                self._last_start[key] = time.monotonic()
                 publish()
+                with self._cond:
+                    self._published[key] = max(self._published.get(key, 0), target)
+                    self._cond.notify_all()
         except BaseException:
-            with self._lock:
+            with self._cond:
                 self._running.discard(key)
+                self._cond.notify_all()
             raise
 
 
 _coalescer = _Coalescer()
 
 
-def request_publish(resource_type: str, group: GatewayGroup | None = None, actor: str = "automation") -> None:
+def request_publish(resource_type: str, group: GatewayGroup | None = None, actor: str = "automation",
+                    min_interval: float = 0.0) -> None:
     """Publish soon, folded together with concurrent requests in this process (200 certificates issued at once
     become a few ``certificates`` versions, not 200 rebuilds of the whole set). Call it after your commit;
-    it returns when this thread's part is done, without the version (use publish_desired_state to wait on one)."""
+    it returns when this thread's part is done, without the version (use publish_coalesced to wait on one).
+    ``min_interval``: publishes of this type and group start at most that often while requests keep coming."""
     check_type(resource_type)
     _coalescer.request((resource_type, group.pk if group is not None else None),
-                       lambda: publish_desired_state(resource_type, group, actor=actor))
+                       lambda: publish_desired_state(resource_type, group, actor=actor), min_interval=min_interval)
+
+
+def publish_coalesced(resource_type: str, group: GatewayGroup | None = None,
+                      actor: str = "automation") -> list[ResourceVersion]:
+    """Like ``publish_desired_state``, folded together with concurrent requests in this process: returns once a
+    publish that started after this call has committed, with the newest version of each group (which holds this
+    caller's committed rows; groups without state of this type are left out). Call it after your commit."""
+    check_type(resource_type)
+    _coalescer.request((resource_type, group.pk if group is not None else None),
+                       lambda: publish_desired_state(resource_type, group, actor=actor), wait=True)
+    groups = [group] if group is not None else list(GatewayGroup.objects.all())
+    return [v for v in (desired_version(resource_type, g) for g in groups) if v is not None]
 
 
 class GroupError(ValueError):
@@ -240,52 +279,108 @@ def _ack_status(versions: list[ResourceVersion]) -> AckWait:
     return AckWait(ok=not pending and not rejected, instances=count, pending=pending, rejected=rejected)
 
 
+class _AckNotices:
+    """One subscription to the ACK notice channel per process, shared by every ``wait_for_acks`` in it (thirty-two
+    renewal threads waiting at once used to open thirty-two Redis connections and each re-read the database on
+    every notice). A notice bumps a generation per resource type; a waiter re-reads only when a type it waits on
+    moved. If Redis is unreachable the thread retries every second and waiters fall back to polling."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.url, self.channel = url, channel
+        self.cond = threading.Condition()
+        self.generation = 0
+        self.seen: dict[str, int] = {}  # resource type (or "*" for an unreadable notice) -> generation
+        self.subscribed = False
+        self.pid = os.getpid()
+        threading.Thread(target=self._run, name="ack-notices", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                pubsub = notify.client().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.channel)
+                with self.cond:
+                    self.subscribed = True
+                    self.cond.notify_all()  # waiters read the database again: a notice may predate this
+                while True:
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    try:
+                        types = [str(t) for t in json.loads(msg["data"]).get("types", [])]
+                    except (ValueError, TypeError, AttributeError):
+                        types = ["*"]
+                    with self.cond:
+                        self.generation += 1
+                        for t in types:
+                            self.seen[t] = self.generation
+                        self.cond.notify_all()
+            except Exception as exc:  # noqa: BLE001 - Redis gone: waiters poll; try again shortly
+                logger.warning("ACK notices unavailable (%s); wait_for_acks polls", exc)
+                with self.cond:
+                    self.subscribed = False
+                    self.generation += 1
+                    self.seen["*"] = self.generation
+                    self.cond.notify_all()
+                time.sleep(1.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                        pass
+
+    def moved(self, types: set[str], since: int) -> bool:
+        return any(self.seen.get(t, 0) > since for t in (*types, "*"))
+
+    def wait(self, types: set[str], since: int, timeout: float) -> None:
+        """Until a notice for one of ``types`` newer than generation ``since`` arrives, or ``timeout``."""
+        with self.cond:
+            if not self.subscribed:
+                self.cond.wait(timeout)  # woken early only when the subscription comes (back)
+                return
+            self.cond.wait_for(lambda: self.moved(types, since), timeout)
+
+
+_ack_notices: dict[tuple[str, str], _AckNotices] = {}
+_ack_notices_lock = threading.Lock()
+
+
+def _notices() -> _AckNotices:
+    from django.conf import settings
+
+    key = (settings.REDIS_URL, notify.acks_channel())
+    with _ack_notices_lock:
+        listener = _ack_notices.get(key)
+        if listener is None or listener.pid != os.getpid():  # a forked child has no listener thread
+            listener = _ack_notices[key] = _AckNotices(*key)
+        return listener
+
+
 def wait_for_acks(versions: Iterable[ResourceVersion], timeout: float = 30.0) -> AckWait:
     """Block until every connected instance of each version's group ACKed it (or newer), a NACK, or timeout.
 
-    Wakes on the replicas' ACK notice on Redis, and re-reads the database at least every 0.5 s in case a
-    notice is lost. Call it outside a transaction (it must see other connections' commits).
+    Wakes on the replicas' ACK notice on Redis (one subscription per process, see ``_AckNotices``), and re-reads
+    the database at least every 0.5 s in case a notice is lost. Call it outside a transaction (it must see other
+    connections' commits).
     """
     versions = list(versions)
     types = {v.resource_type for v in versions}
     start = time.monotonic()
     deadline = start + timeout
-    pubsub = notify.client().pubsub(ignore_subscribe_messages=True)
-    try:
-        try:
-            pubsub.subscribe(notify.acks_channel())
-        except Exception as exc:  # Redis down: polling alone still works
-            logger.warning("wait_for_acks without Redis notices: %s", exc)
-            pubsub = None
-        while True:
-            status = _ack_status(versions)
-            status.waited_seconds = time.monotonic() - start
-            if status.ok or status.rejected:
-                return status
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                status.timed_out = True
-                return status
-            _wait_notice(pubsub, types, min(0.5, remaining))
-    finally:
-        if pubsub is not None:
-            pubsub.close()
-
-
-def _wait_notice(pubsub: object | None, types: set[str], timeout: float) -> None:
-    if pubsub is None:
-        time.sleep(timeout)
-        return
-    end = time.monotonic() + timeout
-    while (left := end - time.monotonic()) > 0:
-        msg = pubsub.get_message(timeout=left)  # type: ignore[attr-defined]
-        if msg is None:
-            continue
-        try:
-            if types & set(json.loads(msg["data"]).get("types", [])):
-                return
-        except (ValueError, TypeError, AttributeError):
-            return
+    notices = _notices()
+    while True:
+        since = notices.generation  # read before the database: a notice after this wakes the next wait
+        status = _ack_status(versions)
+        status.waited_seconds = time.monotonic() - start
+        if status.ok or status.rejected:
+            return status
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            status.timed_out = True
+            return status
+        notices.wait(types, since, min(0.5, remaining))
 
 
 def resync_instances(instance_ids: Iterable[int], *, actor: Any = "automation") -> int:

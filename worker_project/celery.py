@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from worker_project.queues import ALL as QUEUES
@@ -18,3 +19,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # anything publishing by exchange (and the worker's banner, and Flower) would see every queue as "maintenance".
 app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def close_done_connections(sender: Any = None, **_: Any) -> None:
+    """With CELERY_DB_REUSE_MAX set, Celery no longer closes connections around tasks: close, in this thread, the
+    ones Django would close after a web request (past CONN_MAX_AGE, broken, not in autocommit), keep the rest."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return  # an eager task runs inside its caller's transaction
+    from django.db import close_old_connections
+
+    close_old_connections()

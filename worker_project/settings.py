@@ -237,6 +237,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 900)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 840)
+# Celery's Django fixup closes every database connection before and after each task unless this is set (then it
+# closes the running thread's connections once every this-many tasks, counted per worker process): without it
+# CONN_MAX_AGE does nothing in a worker and each task pays a new PostgreSQL connection. With it,
+# worker_project.celery closes at each task boundary only the connections Django itself would (past CONN_MAX_AGE,
+# broken, or left outside autocommit).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TASK_DEFAULT_QUEUE = queues.MAINTENANCE
 CELERY_TASK_ROUTES = {
     "certificates.*": {"queue": queues.CERTIFICATES},

@@ -181,7 +181,8 @@ def _publish_http01(order: AcmeOrder, challenges: list[Challenge]) -> None:
          for c in challenges],
         ignore_conflicts=True,  # a resumed order re-stores the same tokens
     )
-    versions = seams.publish("acme_challenges", order.certificate.gateway_group)
+    # concurrent orders share one publish (and so one version for the Gateways to apply and ACK)
+    versions = seams.publish_shared("acme_challenges", order.certificate.gateway_group)
     started = time.monotonic()
     ok, reason = seams.wait_for_acks(versions, settings.CERT_CHALLENGE_ACK_TIMEOUT)
     logger.debug("order %s: challenge versions %s acked=%s in %.3fs", order.pk, [v.pk for v in versions], ok,

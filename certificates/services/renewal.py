@@ -148,8 +148,12 @@ def _renew_locked(cert: Certificate, task_id: str) -> RenewalResult:
 
 def _issue(cert: Certificate, order: AcmeOrder, account: AcmeAccount) -> int:
     try:
-        client = AcmeClient.connect(account)
-        fullchain = drive_order(order, client, profile=cert.profile or account.profile)
+        client = AcmeClient.reuse(account)  # this thread's: directory, connection and nonces kept across orders
+        try:
+            fullchain = drive_order(order, client, profile=cert.profile or account.profile)
+        except BaseException:
+            AcmeClient.forget(account)  # the next order starts from a fresh connection and directory
+            raise
         try:
             leaf, chain, info = validate_fullchain(cert, fullchain, order.key_pem or "", account, order.domains)
         except x509.CertificateValidationError as exc:

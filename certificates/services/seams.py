@@ -13,7 +13,7 @@ from audit import approvals  # noqa: F401 - re-exported: certificate approvals u
 from audit import services as audit
 from audit.models import ApprovalRequest  # noqa: F401 - re-exported with approvals
 from gateways.models import GatewayGroup, ResourceVersion
-from gateways.services import publish_desired_state, register_resource, request_publish
+from gateways.services import publish_coalesced, publish_desired_state, register_resource, request_publish
 from gateways.services import wait_for_acks as wait_for_gateway_acks
 from integrations import services as integrations
 from integrations.services import Severity
@@ -47,10 +47,17 @@ def publish(resource_type: str, group: Any = None, actor: str = "automation") ->
     return list(publish_desired_state(resource_type, group=group, actor=actor))
 
 
-def publish_on_commit(resource_type: str, group: Any = None) -> None:
+def publish_shared(resource_type: str, group: Any) -> list[ResourceVersion]:
+    """Publish ``group``'s state, folded with concurrent callers in this process; returns once a version holding
+    the caller's committed rows is stored (call it outside a transaction)."""
+    return publish_coalesced(resource_type, group)
+
+
+def publish_on_commit(resource_type: str, group: Any = None, min_interval: float = 0.0) -> None:
     """Publish once the current transaction commits (the push plane reads committed rows), coalesced with
-    concurrent requests so a burst of renewals rebuilds the certificate set a few times, not once each."""
-    transaction.on_commit(lambda: request_publish(resource_type, group))
+    concurrent requests so a burst of renewals rebuilds the certificate set a few times, not once each;
+    ``min_interval`` spaces those rebuilds (see ``gateways.services.request_publish``)."""
+    transaction.on_commit(lambda: request_publish(resource_type, group, min_interval=min_interval))
 
 
 def wait_for_acks(versions: list[ResourceVersion], timeout: float) -> tuple[bool, str]:

@@ -83,6 +83,12 @@ def store_version(certificate: Certificate, *, source: str, leaf_pem: str, chain
     return version, True
 
 
+# A new current version rebuilds the group's whole certificate set (every certificate, keys decrypted), which the
+# Gateways then write and reload nginx for. During a burst of renewals the rebuilds start at most this often (the
+# versions made current meanwhile go out together): 200 renewals measured 68 rebuilds of a 436 kB set without it.
+CERTIFICATE_SET_PUBLISH_INTERVAL = 0.5
+
+
 def make_current(certificate: Certificate, version: CertificateVersion, *, actor: Any = "certificates",
                  action: str = "certificate.version.activated",
                  ari_window: tuple[dt.datetime, dt.datetime] | None = None) -> None:
@@ -120,7 +126,7 @@ def make_current(certificate: Certificate, version: CertificateVersion, *, actor
                          dedup_key=f"certificate.recovered:{cert.pk}:{version.pk}",
                          context={"certificate": cert.name, "serial": version.serial_hex,
                                   "not_after": version.not_after.isoformat()})
-        seams.publish_on_commit("certificates", cert.gateway_group)
+        seams.publish_on_commit("certificates", cert.gateway_group, min_interval=CERTIFICATE_SET_PUBLISH_INTERVAL)
     certificate.refresh_from_db()
 
 
