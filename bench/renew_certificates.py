@@ -150,6 +150,16 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
         assert wait_for_acks(publish_desired_state("certificates"), timeout=120).ok, "initial push not ACKed"
         _progress(f"{len(certs)} certificates with expiring versions pushed and ACKed")
 
+        from worker_project.celery import app
+
+        # a worker left over from a killed run (another checkout, another Pebble) on this broker would take some of
+        # this run's tasks and fail them; its queued tasks would run here. Refuse the first, drop the second.
+        strangers = app.control.ping(timeout=1.0)
+        if strangers:
+            raise SystemExit(f"other Celery workers answer on {env['REDIS_URL']}: "
+                             f"{sorted(name for reply in strangers for name in reply)}; stop them or use another "
+                             "BENCH_REDIS_URL")
+        app.control.purge()
         workers = [subprocess.Popen(  # --processes of them: the GIL holds one process to one core
             [sys.executable, "-m", "celery", "-A", "worker_project", "worker", "-Q", "certificates", "-P", "threads",
              "-c", str(args.concurrency), "-n", f"bench{n}@%h", "--without-heartbeat", "--without-mingle",
@@ -157,8 +167,6 @@ def run_ours(args: argparse.Namespace, work: Path, pebble, nginx, env: dict[str,
             cwd=ROOT, env={**env, "CELERY_PREFETCH_MULTIPLIER": "4"}, stdout=(work / f"celery{n}.log").open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True) for n in range(args.processes)]
         time.sleep(1.0)
-        from worker_project.celery import app
-
         wait_until(lambda: len(app.control.ping(timeout=0.5)) >= args.processes, timeout=60,
                    message="celery workers ready")
 
