@@ -320,3 +320,28 @@ def placeholder_builders() -> Iterator[None]:
         resources._builders.update(saved)
         resources._validators.clear()
         resources._validators.update(saved_validators)
+
+
+@contextlib.contextmanager
+def placeholder_state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
+    """``placeholder_builders`` with a builder per type serving ``data[(type, group name)]`` (else the type's
+    ``DEFAULT_STATE``): a test sets what a group should run, then publishes."""
+    from gateways.resources import register_resource
+
+    with placeholder_builders():
+        data: dict[tuple[str, str], dict[str, Any]] = {}
+        for rtype, default in DEFAULT_STATE.items():
+            register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
+        yield data
+
+
+def canary_fleet_server(pki_: Pki) -> ServerThread:
+    """A real push server for WAF rollout tests (20 ms debounce) with the ``canary`` group they roll out to first."""
+    from gateways.grpc_server import ServerConfig
+    from gateways.models import GatewayGroup
+    from gateways.services import create_group
+
+    if not GatewayGroup.objects.filter(name="canary").exists():
+        create_group("canary", actor="tests")
+    return ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki_.server_cert), key=str(pki_.server_key),
+                                     ca=str(pki_.ca), debounce_seconds=0.02)).start()

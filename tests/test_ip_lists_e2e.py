@@ -20,14 +20,11 @@ import pytest
 
 from audit import approvals
 from audit.models import AuditEvent
-from gateways.grpc_server import ServerConfig
-from gateways.models import GatewayGroup
-from gateways.services import create_group
 from integrations.feeds import fetch_all_and_publish
 from integrations.models import ThreatFeed, ThreatListPublication
 from tests.integrations_support import Recorder
 from tests.peers.nginx import NginxFactory, NginxServer
-from tests.push_support import AgentProcess, Pki, ServerThread, agent_settings, wait_until
+from tests.push_support import AgentProcess, Pki, agent_settings, canary_fleet_server, wait_until
 from tests.waf_support import corpus, people
 from waf_config.gateway_config import dump_gateway_config, load_gateway_config
 from waf_config.models import RuleSet, RuleSetVersion, VersionState
@@ -45,10 +42,7 @@ Edge = tuple[AgentProcess, NginxServer]
 @pytest.fixture
 def agents(tmp_path: Path, nginx_factory: NginxFactory) -> Iterator[dict[str, Edge]]:
     pki = Pki.create(tmp_path / "pki")
-    srv = ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki.server_cert), key=str(pki.server_key),
-                                    ca=str(pki.ca), debounce_seconds=0.02)).start()
-    if not GatewayGroup.objects.filter(name="canary").exists():
-        create_group("canary", actor="tests")
+    srv = canary_fleet_server(pki)
     running: dict[str, Edge] = {}
     for name, group in (("edge-canary", "canary"), ("edge-1", "default")):
         ip_lists = tmp_path / name / "nginx" / "ip-lists.conf"

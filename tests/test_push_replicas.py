@@ -17,8 +17,8 @@ from gateway_worker.v1 import gateway_worker_pb2 as pb
 from gateway_worker.v1 import gateway_worker_pb2_grpc as pb_grpc
 
 from gateways.models import GatewayInstance
-from gateways.services import publish_desired_state, register_resource, wait_for_acks
-from tests.push_support import DEFAULT_STATE, GrpcProcess, Pki, placeholder_builders
+from gateways.services import publish_desired_state, wait_for_acks
+from tests.push_support import DEFAULT_STATE, GrpcProcess, Pki, placeholder_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,10 +27,7 @@ FLEET = 20
 
 @pytest.fixture
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
-    with placeholder_builders():
-        data: dict[tuple[str, str], dict[str, Any]] = {}
-        for rtype, default in DEFAULT_STATE.items():
-            register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
+    with placeholder_state() as data:
         yield data
 
 

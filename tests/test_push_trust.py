@@ -23,8 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayCredential, GatewayGroup, GatewayInstance, InstanceResourceState
-from gateways.services import create_group, publish_desired_state, register_resource, revoke_credentials, wait_for_acks
-from tests.push_support import DEFAULT_STATE, Pki, ServerThread, cert_entry, placeholder_builders, wait_until
+from gateways.services import create_group, publish_desired_state, revoke_credentials, wait_for_acks
+from tests.push_support import DEFAULT_STATE, Pki, ServerThread, cert_entry, placeholder_state, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,10 +33,7 @@ CANARY_DOMAIN = "secret.canary.example"
 
 @pytest.fixture
 def state() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
-    with placeholder_builders():
-        data: dict[tuple[str, str], dict[str, Any]] = {}
-        for rtype, default in DEFAULT_STATE.items():
-            register_resource(rtype, lambda g, t=rtype, d=default: data.get((t, g.name), d))
+    with placeholder_state() as data:
         yield data
 
 

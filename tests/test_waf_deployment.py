@@ -18,10 +18,8 @@ from gateway_worker import gateway_worker_pb2_grpc as dgrpc
 
 from audit import approvals
 from audit.models import AuditEvent
-from gateways.grpc_server import ServerConfig
 from gateways.models import GatewayGroup
-from gateways.services import create_group
-from tests.push_support import AgentProcess, Pki, ServerThread, agent_settings, wait_until
+from tests.push_support import AgentProcess, Pki, agent_settings, canary_fleet_server, wait_until
 from tests.waf_support import block_rule, corpus, people, rules_file, waf_rule_set
 from waf_config.models import Deployment, GroupVersion, RuleSetVersion, VersionState
 from waf_config.services.deployment import judge_block_rate, rollback_to, run_deployment, start_deployment
@@ -38,10 +36,7 @@ class Fleet(dict[str, AgentProcess]):
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     pki = Pki.create(tmp_path / "pki")
-    srv = ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki.server_cert), key=str(pki.server_key),
-                                    ca=str(pki.ca), debounce_seconds=0.02)).start()
-    if not GatewayGroup.objects.filter(name="canary").exists():
-        create_group("canary", actor="tests")
+    srv = canary_fleet_server(pki)
     agents = Fleet()
     agents.pki, agents.port = pki, srv.port
     # the canary Gateway refuses (NACKs) any rule file naming the rule "nack-me": a Gateway-side failure

@@ -14,11 +14,8 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from gateways.grpc_server import ServerConfig
-from gateways.models import GatewayGroup
-from gateways.services import create_group
 from tests.peers.nginx import NginxFactory, NginxServer
-from tests.push_support import AgentProcess, Pki, ServerThread, agent_settings, wait_until
+from tests.push_support import AgentProcess, Pki, agent_settings, canary_fleet_server, wait_until
 from tests.waf_support import people
 from waf_config.models import EmergencyRule
 from waf_config.services.common import WafError
@@ -42,10 +39,7 @@ def status_from(ngx: NginxServer, source: str) -> int:
 @pytest.fixture
 def edges(tmp_path: Path, nginx_factory: NginxFactory) -> Iterator[list[tuple[AgentProcess, NginxServer]]]:
     pki = Pki.create(tmp_path / "pki")
-    srv = ServerThread(ServerConfig(bind="127.0.0.1:0", cert=str(pki.server_cert), key=str(pki.server_key),
-                                    ca=str(pki.ca), debounce_seconds=0.02)).start()
-    if not GatewayGroup.objects.filter(name="canary").exists():
-        create_group("canary", actor="tests")
+    srv = canary_fleet_server(pki)
     pairs = []
     for name, group in (("edge-canary", "canary"), ("edge-1", "default")):
         ngx = nginx_factory()
