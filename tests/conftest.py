@@ -33,3 +33,19 @@ def remove_the_redis_keys_this_run_created() -> Iterator[None]:
     for start in range(0, len(created), 500):
         client.delete(*created[start:start + 500])
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def end_idle_sessions_before_the_test_database_goes(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
+    """Threads of in-process Celery workers and gRPC servers keep their own database connections
+    (CELERY_DB_REUSE_MAX, CONN_MAX_AGE), idle once their test is over; dropping the test database at the end of
+    the run would fail on them ("being accessed by other users") and leave it behind. Torn down before
+    django_db_setup (it depends on it): ends those idle sessions first."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
