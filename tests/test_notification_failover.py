@@ -17,6 +17,7 @@ from integrations.models import Notification, NotificationChannel
 from integrations.tasks import deliver_notification
 from tests.certificates_support import install_expiring_version, make_certificate, unique
 from tests.integrations_support import Recorder, pagerduty_schema_errors
+from tests.push_support import wait_until
 from worker_project import queues
 from worker_project.celery import app
 
@@ -34,13 +35,7 @@ def integrations_worker(transactional_db: Any) -> Iterator[Any]:  # the worker t
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+    return wait_until(predicate, timeout=timeout, interval=0.1)
 
 
 def test_failover_pages_once_signed_and_recovery_resolves_the_same_key(integrations_worker: Any,

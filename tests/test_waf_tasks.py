@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -12,6 +13,7 @@ from django.utils import timezone
 from audit import approvals
 from gateways.models import GatewayGroup
 from gateways.services import create_group
+from tests.push_support import wait_until
 from tests.waf_support import block_rule, corpus, people, rules_file, waf_rule_set
 from waf_config.models import Deployment, EmergencyRule, ReplayRun, ReplaySet, RuleSetVersion
 from waf_config.services.deployment import run_deployment, start_deployment
@@ -35,14 +37,8 @@ def config_worker(transactional_db):  # noqa: ARG001 - the worker thread must se
         yield w
 
 
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    return wait_until(predicate, timeout=timeout, interval=0.1)
 
 
 def test_deployment_task_fails_safe_without_a_canary_gateway(config_worker, settings) -> None:

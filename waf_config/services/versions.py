@@ -20,9 +20,9 @@ from audit import approvals
 from audit.models import ApprovalRequest, ApprovalState
 from audit.services import record_event
 from waf_config.compiler import Policy, compile_policy
-from waf_config.findings import Report
-from waf_config.formats import WafRuleSet, read_waf_rules
-from waf_config.gateway_config import WafSettings, read_gateway_config
+from waf_config.findings import FormatError, Report
+from waf_config.formats import WafRuleSet, dump_waf_rules, load_waf_rules, read_waf_rules
+from waf_config.gateway_config import WafSettings, dump_gateway_config, load_gateway_config, read_gateway_config
 from waf_config.models import (
     ReplayRequest,
     ReplayRun,
@@ -34,7 +34,7 @@ from waf_config.models import (
     ValidationStatus,
     VersionState,
 )
-from waf_config.modsecurity import ModSecFile, read_modsecurity
+from waf_config.modsecurity import ModSecFile, load_modsecurity, read_modsecurity
 from waf_config.replay import replay
 from waf_config.traffic import Request
 from waf_config.validation import validate_gateway_config, validate_modsecurity_file, validate_waf_rules_file
@@ -126,11 +126,6 @@ def import_version(rule_set: RuleSet, text: str, author: Any, source: str = "") 
     rewrite, so the version's own validation refuses it with the reason. A file that cannot be read at all raises
     ``WafError`` and creates nothing.
     """
-    from waf_config.findings import FormatError
-    from waf_config.formats import dump_waf_rules, load_waf_rules
-    from waf_config.gateway_config import dump_gateway_config, load_gateway_config
-    from waf_config.modsecurity import load_modsecurity
-
     try:
         if rule_set.kind == RuleSetKind.WAF_RULES:
             rules = load_waf_rules(text)
